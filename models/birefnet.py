@@ -1,0 +1,142 @@
+"""BiRefNet (Zheng et al., 2024) in the configuration of the released weights.
+
+Bilateral reference: the decoder looks inward at the image itself, split into patches stacked
+on channels (``ipt_blk*``), and outward at gradient cues that gate each stage (``gdt_convs*``).
+The backbone runs on the image and on a half-size copy, and the two feature pyramids are
+concatenated (multi-scale input), then the three shallow stages are pooled into the deepest one
+(context fusion) before the squeeze block.
+"""
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .backbones import BACKBONES, build_backbone
+from .birefnet_blocks import BasicDecBlk, BasicLatBlk, SimpleConvs, resize
+
+PATCH_ORDERS = {
+    # Current official code: channel = c*HG*WG + row*WG + col.
+    "einops": "b c (hg h) (wg w) -> b (c hg wg) h w",
+    # Weights trained before the Nov 2024 rewrite: channel = (col*HG + row)*C + c.
+    "legacy": "b c (hg h) (wg w) -> b (wg hg c) h w",
+}
+
+
+def image_to_patches(image: torch.Tensor, size, order: str = "einops") -> torch.Tensor:
+    """``[B, C, H, W]`` -> ``[B, C*g_h*g_w, h, w]``: the image cut into a grid of ``size`` patches."""
+    h, w = size
+    return rearrange(image, PATCH_ORDERS[order], hg=image.shape[-2] // h, wg=image.shape[-1] // w)
+
+
+class Decoder(nn.Module):
+    """The BiRefNet decoder for encoder widths ``channels`` (deepest first, after concatenation)."""
+
+    def __init__(self, channels: tuple[int, int, int, int], patch_order: str = "einops"):
+        super().__init__()
+        c4, c3, c2, c1 = channels
+        ipt = (c4 // 8, c4 // 8, c3 // 8, c2 // 8, c1 // 8)
+        self.patch_order = patch_order
+        # In-channels 3*g*g: patch grids of 32, 16, 8, 4 and 1 cells per side at strides 32..1.
+        self.ipt_blk5 = SimpleConvs(3 * 32 * 32, ipt[0])
+        self.ipt_blk4 = SimpleConvs(3 * 16 * 16, ipt[1])
+        self.ipt_blk3 = SimpleConvs(3 * 8 * 8, ipt[2])
+        self.ipt_blk2 = SimpleConvs(3 * 4 * 4, ipt[3])
+        self.ipt_blk1 = SimpleConvs(3, ipt[4])
+        self.decoder_block4 = BasicDecBlk(c4 + ipt[0], c3)
+        self.decoder_block3 = BasicDecBlk(c3 + ipt[1], c2)
+        self.decoder_block2 = BasicDecBlk(c2 + ipt[2], c1)
+        self.decoder_block1 = BasicDecBlk(c1 + ipt[3], c1 // 2)
+        self.conv_out1 = nn.Sequential(nn.Conv2d(c1 // 2 + ipt[4], 1, 1))
+        self.lateral_block4 = BasicLatBlk(c3, c3)
+        self.lateral_block3 = BasicLatBlk(c2, c2)
+        self.lateral_block2 = BasicLatBlk(c1, c1)
+        # Training-only heads (multi-stage supervision, gradient prediction): unused at inference
+        # but part of every released state dict, so they must exist for a strict load.
+        self.conv_ms_spvn_4 = nn.Conv2d(c3, 1, 1)
+        self.conv_ms_spvn_3 = nn.Conv2d(c2, 1, 1)
+        self.conv_ms_spvn_2 = nn.Conv2d(c1, 1, 1)
+        self.gdt_convs_4 = self._gradient_stem(c3)
+        self.gdt_convs_3 = self._gradient_stem(c2)
+        self.gdt_convs_2 = self._gradient_stem(c1)
+        self.gdt_convs_pred_4, self.gdt_convs_pred_3, self.gdt_convs_pred_2 = (
+            nn.Sequential(nn.Conv2d(16, 1, 1)) for _ in range(3))
+        self.gdt_convs_attn_4, self.gdt_convs_attn_3, self.gdt_convs_attn_2 = (
+            nn.Sequential(nn.Conv2d(16, 1, 1)) for _ in range(3))
+
+    @staticmethod
+    def _gradient_stem(channels: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(channels, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+
+    def _patches(self, image, ipt_blk, size):
+        return ipt_blk(resize(image_to_patches(image, size, self.patch_order), size))
+
+    def _gate(self, p, stem, attention):
+        # Outward reference: a gradient-aware attention map gates the stage features.
+        return p * torch.sigmoid(attention(stem(p)))
+
+    def forward(self, image, x1, x2, x3, x4):
+        p4 = self.decoder_block4(torch.cat([x4, self._patches(image, self.ipt_blk5, x4.shape[-2:])], 1))
+        p4 = self._gate(p4, self.gdt_convs_4, self.gdt_convs_attn_4)
+        p3 = resize(p4, x3.shape[-2:]) + self.lateral_block4(x3)
+        p3 = self.decoder_block3(torch.cat([p3, self._patches(image, self.ipt_blk4, p3.shape[-2:])], 1))
+        p3 = self._gate(p3, self.gdt_convs_3, self.gdt_convs_attn_3)
+        p2 = resize(p3, x2.shape[-2:]) + self.lateral_block3(x2)
+        p2 = self.decoder_block2(torch.cat([p2, self._patches(image, self.ipt_blk3, p2.shape[-2:])], 1))
+        p2 = self._gate(p2, self.gdt_convs_2, self.gdt_convs_attn_2)
+        p1 = resize(p2, x1.shape[-2:]) + self.lateral_block2(x1)
+        p1 = self.decoder_block1(torch.cat([p1, self._patches(image, self.ipt_blk2, p1.shape[-2:])], 1))
+        p1 = resize(p1, image.shape[-2:])
+        return self.conv_out1(torch.cat([p1, self.ipt_blk1(image)], 1))
+
+
+class BiRefNet(nn.Module):
+    """BiRefNet for one of the registered backbones.
+
+    ``forward(x)``: ImageNet-normalised ``[B, 3, H, W]`` (H, W multiples of 32) -> final-mask
+    logits ``[B, 1, H, W]``.
+    """
+
+    family = "birefnet"
+    size_multiple = 32
+    input_normalisation = "imagenet"
+
+    def __init__(self, backbone: str = "swin_v1_l", patch_order: str = "einops",
+                 native_resolution: tuple[int, int] | None = (1024, 1024),
+                 resolution_range: tuple[int, int] = (256, 2304)):
+        super().__init__()
+        if patch_order not in PATCH_ORDERS:
+            raise ValueError(f"patch_order must be one of {sorted(PATCH_ORDERS)}, got {patch_order!r}")
+        self.backbone_name = backbone
+        self.native_resolution = native_resolution
+        self.resolution_range = resolution_range
+        # Multi-scale input doubles every encoder width; deepest first as the decoder uses them.
+        channels = tuple(2 * c for c in reversed(BACKBONES[backbone].channels))
+        self.bb = build_backbone(backbone)
+        context = sum(channels[1:])
+        self.squeeze_module = nn.Sequential(BasicDecBlk(channels[0] + context, channels[0]))
+        self.decoder = Decoder(channels, patch_order)
+
+    @property
+    def patch_order(self) -> str:
+        return self.decoder.patch_order
+
+    @patch_order.setter
+    def patch_order(self, order: str) -> None:
+        if order not in PATCH_ORDERS:
+            raise ValueError(f"patch_order must be one of {sorted(PATCH_ORDERS)}, got {order!r}")
+        self.decoder.patch_order = order
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features x1..x4 (strides 4..32), full and half-scale pyramids concatenated."""
+        full = self.bb(x)
+        half = self.bb(resize(x, (x.shape[-2] // 2, x.shape[-1] // 2)))
+        return [torch.cat([f, resize(h, f.shape[-2:])], dim=1) for f, h in zip(full, half)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h % 32 or w % 32:
+            raise ValueError(f"BiRefNet input sides must be multiples of 32, got {h}x{w}")
+        x1, x2, x3, x4 = self.encode(x)
+        size = x4.shape[-2:]
+        x4 = self.squeeze_module(torch.cat([resize(x1, size), resize(x2, size), resize(x3, size), x4], dim=1))
+        return self.decoder(x, x1, x2, x3, x4)
