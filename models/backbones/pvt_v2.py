@@ -73,7 +73,8 @@ class SpatialReductionAttention(nn.Module):
         b, height, width, dim = x.shape
         q = self.q(x).view(b, height * width, self.num_heads, -1).transpose(1, 2)
         source = x if self.sr is None else self.norm(_to_nhwc(self.sr(_to_nchw(x))))
-        k, v = self.kv(source).reshape(b, -1, 2, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        kv = self.kv(source).reshape(b, -1, 2, self.num_heads, dim // self.num_heads)
+        k, v = kv.permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v)
         return self.proj(y.transpose(1, 2).reshape(b, height, width, dim))
 
@@ -128,8 +129,8 @@ class PyramidVisionTransformerV2(nn.Module):
         for i, (cin, cout) in enumerate(zip((3, *dims[:3]), dims), start=1):
             patch, stride = (7, 4) if i == 1 else (3, 2)
             self.add_module(f"patch_embed{i}", OverlapPatchEmbed(cin, cout, patch, stride))
-        for i, (dim, depth, heads, mlp_ratio, sr_ratio) in enumerate(zip(
-                dims, config.depths, config.num_heads, config.mlp_ratios, config.sr_ratios), start=1):
+        stages = zip(dims, config.depths, config.num_heads, config.mlp_ratios, config.sr_ratios)
+        for i, (dim, depth, heads, mlp_ratio, sr_ratio) in enumerate(stages, start=1):
             self.add_module(f"block{i}", nn.ModuleList(
                 PvtBlock(dim, heads, mlp_ratio, sr_ratio) for _ in range(depth)))
             self.add_module(f"norm{i}", nn.LayerNorm(dim, eps=BLOCK_EPS))

@@ -129,7 +129,8 @@ class WindowAttention(nn.Module):
         q, k, v = self.qkv(x).view(windows, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         mask = self.relative_position_bias(x.dtype)
         if shift_mask is not None:
-            # The mask repeats per batch item; SDPA needs it 4-D and batch-aligned with q.
+            # Summed per call: a cached sum would hold nW·heads·w⁴ values per block.
+            # SDPA's fused kernels need a 4-D mask aligned with q's batch of B·nW windows.
             per_image = shift_mask + mask
             mask = per_image.expand(windows // per_image.shape[0], *per_image.shape)
             mask = mask.reshape(windows, *per_image.shape[1:])
@@ -189,7 +190,7 @@ class PatchMerging(nn.Module):
         _, height, width, _ = x.shape
         x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
         # Order fixed by the trained weights: (even,even), (odd,even), (even,odd), (odd,odd).
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]], -1)
         return self.reduction(self.norm(x))
 
 
@@ -215,11 +216,11 @@ class SwinStage(nn.Module):
         if key not in self._mask_cache:
             if len(self._mask_cache) >= _MASK_CACHE_SIZE:
                 self._mask_cache.pop(next(iter(self._mask_cache)))
-            self._mask_cache[key] = shifted_window_mask(key[0], key[1], w, self.shift, device, dtype)
+            self._mask_cache[key] = shifted_window_mask(*key[:2], w, self.shift, device, dtype)
         return self._mask_cache[key]
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mask = self.shift_mask(x.shape[1], x.shape[2], x.device, x.dtype) if len(self.blocks) > 1 else None
+        mask = self.shift_mask(x.shape[1], x.shape[2], x.device, x.dtype)
         for block in self.blocks:
             x = block(x, mask)
         return x, (x if self.downsample is None else self.downsample(x))

@@ -1,0 +1,73 @@
+"""Command line: ``python -m comfyui_meticulous <command>``.
+
+Commands:
+  cut       cut objects out of images: a straight-alpha RGBA PNG and a mask PNG per image
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import MeticulousError
+
+DEFAULT_MODEL = "birefnet"
+
+
+def _add_cut_parser(subparsers) -> None:
+    cut = subparsers.add_parser("cut", help="cut the main object out of images",
+                                description="Cut the main object out of each image: writes NAME.png "
+                                            "(RGBA, straight alpha) and NAME_mask.png into OUTDIR.")
+    cut.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    cut.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
+    source = cut.add_mutually_exclusive_group()
+    source.add_argument("--weights", type=Path, metavar="FILE", help="a BiRefNet or BASNet .safetensors file")
+    source.add_argument("--model", default=DEFAULT_MODEL, metavar="ID",
+                        help=f"model id from the catalogue (default: {DEFAULT_MODEL}; "
+                             f"see `python -m comfyui_meticulous models`)")
+    cut.add_argument("--resolution", type=int, metavar="N",
+                     help="run the model at N×N (multiple of 32) instead of its native size")
+    cut.add_argument("--keep-aspect", action="store_true",
+                     help="keep the image's aspect ratio at the model's pixel count instead of squashing to a square")
+    cut.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    cut.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                     help="auto: bf16/fp16 on CUDA GPUs, fp32 on CPU and MPS")
+    cut.set_defaults(func=run_cut)
+
+
+def run_cut(args: argparse.Namespace) -> int:
+    from .inference import predict
+    from .inference.device import pick_device, pick_dtype
+    from .inference.files import find_images, load_image, save_mask, save_rgba
+    from .models import load_model
+
+    paths = find_images(args.inputs)
+    device = pick_device(args.device)
+    model = load_model(args.weights or args.model, device=device, dtype=pick_dtype(device, args.precision))
+    args.output.mkdir(parents=True, exist_ok=True)
+    for index, path in enumerate(paths, start=1):
+        started = time.perf_counter()
+        image = load_image(path)
+        alpha = predict(model, image, resolution=args.resolution, keep_aspect=args.keep_aspect)[0]
+        save_rgba(args.output / f"{path.stem}.png", image[0], alpha)
+        save_mask(args.output / f"{path.stem}_mask.png", alpha)
+        print(f"[{index}/{len(paths)}] {path.name} -> {path.stem}.png "
+              f"({time.perf_counter() - started:.1f}s)", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m comfyui_meticulous",
+                                     description="Meticulous high-resolution segmentation and matting.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_cut_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MeticulousError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

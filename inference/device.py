@@ -1,0 +1,33 @@
+"""Device and precision choice outside ComfyUI (inside it, ComfyUI's model management decides)."""
+
+import torch
+
+from ..errors import InputError
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA, then Apple MPS, then the CPU; or any name torch understands."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """``auto``: bf16 on CUDA GPUs that support it, fp16 on other CUDA GPUs, fp32 elsewhere.
+
+    Half precision is never chosen on the CPU or MPS, where it is slow or inaccurate; asking for
+    it explicitly is allowed.
+    """
+    if precision != "auto":
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be auto, {', '.join(PRECISIONS)}; got {precision!r}")
+        return PRECISIONS[precision]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32

@@ -1,0 +1,57 @@
+"""The `cut` command end to end, on a small deterministic model."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import save_file
+
+from comfyui_meticulous.cli import main
+
+
+@pytest.fixture(scope="module")
+def weights(reference_dir, det_weights, tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "pvt.safetensors"
+    spec = det_weights.load_spec(reference_dir / "birefnet" / "keys_pvt_v2_b0.tsv")
+    save_file(det_weights.deterministic_state_dict(spec), str(path))
+    return path
+
+
+def _write_images(folder):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(folder / "a.jpg")
+    Image.fromarray(rng.integers(0, 255, (40, 30, 4), dtype=np.uint8), mode="RGBA").save(folder / "b.png")
+    (folder / "notes.txt").write_text("not an image")
+
+
+def test_cut_writes_rgba_and_mask_per_image(weights, tmp_path, capsys):
+    _write_images(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["cut", str(tmp_path / "in"), "-o", str(out), "--weights", str(weights),
+                 "--resolution", "64"]) == 0
+    for stem, size in (("a", (70, 50)), ("b", (30, 40))):
+        rgba, mask = Image.open(out / f"{stem}.png"), Image.open(out / f"{stem}_mask.png")
+        assert rgba.mode == "RGBA" and mask.mode == "L" and rgba.size == mask.size == size
+        # Straight alpha: the mask is the alpha channel, colours are not multiplied by it.
+        assert np.array_equal(np.asarray(rgba)[..., 3], np.asarray(mask))
+    original = np.asarray(Image.open(tmp_path / "in" / "a.jpg").convert("RGB"))
+    assert np.array_equal(np.asarray(Image.open(out / "a.png"))[..., :3], original)
+    assert "[2/2]" in capsys.readouterr().err
+
+
+def test_cut_reports_bad_input_without_traceback(weights, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "comfyui_meticulous", "cut", str(tmp_path / "missing.jpg"),
+                             "-o", str(tmp_path / "out"), "--weights", str(weights)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "input not found" in result.stderr and "Traceback" not in result.stderr
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 100)
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    result = subprocess.run([sys.executable, "-m", "comfyui_meticulous", "cut", str(tmp_path / "in.png"),
+                             "-o", str(tmp_path / "out"), "--weights", str(broken)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "broken.safetensors" in result.stderr and "Traceback" not in result.stderr
