@@ -190,7 +190,7 @@ class PatchMerging(nn.Module):
         _, height, width, _ = x.shape
         x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
         # Order fixed by the trained weights: (even,even), (odd,even), (even,odd), (odd,odd).
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2], x[:, 1::2, 1::2]], -1)
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
         return self.reduction(self.norm(x))
 
 
