@@ -2,6 +2,8 @@
 
 Commands:
   cut       cut objects out of images: a straight-alpha RGBA PNG and a mask PNG per image
+  models    list the model catalogue and where each file is installed
+  download  fetch models from the Hugging Face Hub, verified by sha256
 """
 
 import argparse
@@ -10,6 +12,7 @@ import time
 from pathlib import Path
 
 from .errors import MeticulousError
+from .weights.cli import add_download_parser, add_models_parser
 
 DEFAULT_MODEL = "birefnet"
 
@@ -61,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Meticulous high-resolution segmentation and matting.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_cut_parser(subparsers)
+    add_models_parser(subparsers)
+    add_download_parser(subparsers)
     return parser
 
 
