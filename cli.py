@@ -4,6 +4,7 @@ Commands:
   cut       cut objects out of images: a straight-alpha RGBA PNG and a mask PNG per image
   models    list the model catalogue and where each file is installed
   download  fetch models from the Hugging Face Hub, verified by sha256
+  eval      score predicted masks against ground truth (MAE, F, S, E, IoU, mBA, MQ, HCE, ...)
 """
 
 import argparse
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 from .errors import MeticulousError
+from .metrics.cli import add_eval_parser
 from .weights.cli import add_download_parser, add_models_parser
 
 DEFAULT_MODEL = "birefnet"
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cut_parser(subparsers)
     add_models_parser(subparsers)
     add_download_parser(subparsers)
+    add_eval_parser(subparsers)
     return parser
 
 
