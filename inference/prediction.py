@@ -14,10 +14,14 @@ class Prediction:
     (the model's input size for a coarse pass, up to the image size after refinement); it always
     spans the full image, so mapping back is a resize. It stays on the compute device so chained
     blocks do not round-trip through host memory.
+
+    ``support`` (``[B,1,h,w]`` in 0..1, or None for "everywhere") says where the logits carry
+    evidence: a local refiner only looked at some windows, and fusion weighs it by this map.
     """
 
     logits: torch.Tensor
     image_size: tuple[int, int]
+    support: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.logits.ndim != 4 or self.logits.shape[1] != 1:
