@@ -34,6 +34,10 @@ def _add_cut_parser(subparsers) -> None:
                      help="run the model at N×N (multiple of 32) instead of its native size")
     cut.add_argument("--keep-aspect", action="store_true",
                      help="keep the image's aspect ratio at the model's pixel count instead of squashing to a square")
+    cut.add_argument("--hires", action="store_true",
+                     help="refine the uncertain band at full image resolution (for 2K-8K images)")
+    cut.add_argument("--max-patches", type=int, metavar="N",
+                     help="with --hires: refine at most N windows per image, most uncertain first")
     cut.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     cut.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                      help="auto: bf16/fp16 on CUDA GPUs, fp32 on CPU and MPS")
@@ -41,6 +45,7 @@ def _add_cut_parser(subparsers) -> None:
 
 
 def run_cut(args: argparse.Namespace) -> int:
+    from .highres import HighResOptions, segment_highres
     from .inference import predict
     from .inference.device import pick_device, pick_dtype
     from .inference.files import find_images, load_image, save_mask, save_rgba
@@ -53,7 +58,11 @@ def run_cut(args: argparse.Namespace) -> int:
     for index, path in enumerate(paths, start=1):
         started = time.perf_counter()
         image = load_image(path)
-        alpha = predict(model, image, resolution=args.resolution, keep_aspect=args.keep_aspect)[0]
+        if args.hires:
+            options = HighResOptions(max_patches=args.max_patches, coarse_resolution=args.resolution)
+            alpha = segment_highres(model, image, options).prediction.probabilities()[0].cpu()
+        else:
+            alpha = predict(model, image, resolution=args.resolution, keep_aspect=args.keep_aspect)[0]
         save_rgba(args.output / f"{path.stem}.png", image[0], alpha)
         save_mask(args.output / f"{path.stem}_mask.png", alpha)
         print(f"[{index}/{len(paths)}] {path.name} -> {path.stem}.png "

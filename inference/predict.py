@@ -30,8 +30,9 @@ def inference_size(model: nn.Module, image_size: tuple[int, int], resolution: in
     multiple = getattr(model, "size_multiple", 32)
     h, w = image_size
     if resolution is not None:
-        if resolution < multiple:
-            raise InputError(f"resolution {resolution} is too small; use at least {multiple}")
+        smallest = getattr(model, "min_resolution", multiple)
+        if resolution < smallest:
+            raise InputError(f"resolution {resolution} is too small for this model; use at least {smallest}")
         target = (resolution, resolution)
     elif getattr(model, "native_resolution", None) is not None:
         target = tuple(model.native_resolution)

@@ -98,6 +98,8 @@ class BiRefNet(nn.Module):
 
     family = "birefnet"
     size_multiple = 32
+    # The half-scale pass of a smaller input leaves PVT's spatial-reduction convs no room.
+    min_resolution = 64
     input_normalisation = "imagenet"
 
     def __init__(self, backbone: str = "swin_v1_l", patch_order: str = "einops",

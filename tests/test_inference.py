@@ -91,3 +91,10 @@ def test_huge_images_are_refused_before_any_work():
 def test_batch_size_must_be_positive():
     with pytest.raises(InputError, match="batch_size"):
         predict(MeanModel(), torch.rand(1, 32, 32, 3), batch_size=0)
+
+
+def test_resolution_below_the_model_minimum_is_refused():
+    model = MeanModel()
+    model.min_resolution = 64
+    with pytest.raises(InputError, match="at least 64"):
+        predict(model, torch.rand(1, 80, 80, 3), resolution=32)
