@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..inference.images import check_images
+from ..checks import check_images
 from ..inference.predict import ProgressFn, predict_logits
 from ..inference.prediction import Prediction
 from .fusion import BandFusion, Fusion

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from ..inference.images import check_images, normalise, resize_images
+from ..checks import check_images
+from ..inference.images import normalise, resize_images
 from ..inference.predict import ProgressFn, inference_size, model_device_dtype
 from ..inference.prediction import Prediction
 from .planner import Plan, Window, plan_refinement

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .images import check_images, normalise, resize_images
+from ..checks import check_images
+from .images import normalise, resize_images
 from .prediction import Prediction
 
 ProgressFn = Callable[[int, int], None]

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from .checks import as_mask, check_image, check_number, check_pair
+from ..checks import as_mask, check_image, check_number, check_pair
 
 Colour = str | tuple[float, float, float] | list[float]
 

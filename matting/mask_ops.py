@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from .checks import as_mask, check_number, working_dtype
+from ..checks import as_mask, check_number, working_dtype
 from .components import component_sizes, label_components
 from .morphology import disc_max, disc_min
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..inference.images import check_images
+from ..checks import check_images
 from ..inference.predict import predict_logits
 from ..inference.prediction import Prediction
 from .temporal import TemporalState, retention, stabilise

@@ -1,11 +1,19 @@
-"""Input checks shared by the matting functions, raising :class:`InputError` with the shape seen."""
+"""Checks of user-supplied tensors and numbers, raising :class:`InputError` with what was seen.
+
+ComfyUI passes IMAGE as float ``[B,H,W,C]`` in 0..1 and MASK as ``[B,H,W]``; every entry point
+checks its inputs here, so a bad input reads the same wherever it enters.
+"""
 
 import math
 
 import torch
 from torch import Tensor
 
-from ..errors import InputError
+from .errors import InputError
+
+# 16384² is beyond any source a user is likely to feed; larger is almost certainly a mistake
+# (e.g. a video batch flattened into one frame) and would exhaust host memory.
+MAX_SIDE = 16384
 
 
 def _shape(t: Tensor) -> str:
@@ -67,3 +75,24 @@ def check_number(value, name: str, *, minimum: float | None = None,
 def working_dtype(t: Tensor) -> torch.dtype:
     """Half-precision inputs are processed in float32: the solvers and sums need the mantissa."""
     return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def check_images(images: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """Check a ``[B,H,W,3|4]`` float image batch (``[H,W,C]`` gets a batch dim); returns RGB ``[B,H,W,3]``."""
+    if not isinstance(images, torch.Tensor):
+        raise InputError(f"{name} must be a torch tensor, got {type(images).__name__}")
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4 or images.shape[-1] not in (3, 4):
+        raise InputError(
+            f"{name} must be [B,H,W,3] (ComfyUI IMAGE) or [B,H,W,4], got shape {list(images.shape)}")
+    if not images.is_floating_point():
+        raise InputError(f"{name} must be a float tensor with values in 0..1, got {images.dtype}")
+    b, h, w, _ = images.shape
+    if b == 0:
+        raise InputError(f"{name} batch is empty: nothing to segment")
+    if h == 0 or w == 0:
+        raise InputError(f"{name} has an empty side: {h}x{w}")
+    if max(h, w) > MAX_SIDE:
+        raise InputError(f"{name} is {w}x{h}; the largest supported side is {MAX_SIDE} px")
+    return images[..., :3]
