@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import InputError
 from ..checks import check_images
+from ..errors import InputError
 from ..inference.predict import ProgressFn, predict_logits
 from ..inference.prediction import Prediction
 from .fusion import BandFusion, Fusion

@@ -22,8 +22,8 @@ choices made here, so that results are reproducible and every selected pixel is 
   first windows of that order; a time budget is enforced by the refiner in the same order.
 """
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch

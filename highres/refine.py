@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
 from ..checks import check_images
+from ..errors import InputError
 from ..inference.images import normalise, resize_images
 from ..inference.predict import ProgressFn, inference_size, model_device_dtype
 from ..inference.prediction import Prediction

@@ -6,8 +6,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import InputError
 from ..checks import check_images
+from ..errors import InputError
 from .images import normalise, resize_images
 from .prediction import Prediction
 

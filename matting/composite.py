@@ -9,8 +9,8 @@ a fringe, so every function here says which one it takes and returns.
 import torch
 from torch import Tensor
 
-from ..errors import InputError
 from ..checks import as_mask, check_image, check_number, check_pair
+from ..errors import InputError
 
 Colour = str | tuple[float, float, float] | list[float]
 

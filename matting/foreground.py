@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import InputError
 from ..checks import as_mask, check_image, check_number, check_pair, working_dtype
+from ..errors import InputError
 
 METHODS = ("multilevel", "blur_fusion")
 # Keeps alpha-weighted means finite where a window holds no foreground (or no background).

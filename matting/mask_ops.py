@@ -11,8 +11,8 @@ import kornia
 import torch
 from torch import Tensor
 
-from ..errors import InputError
 from ..checks import as_mask, check_number, working_dtype
+from ..errors import InputError
 from .components import component_sizes, label_components
 from .morphology import disc_max, disc_min
 

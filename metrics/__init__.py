@@ -8,8 +8,8 @@ Per image: :func:`mae`, :func:`fmeasure_curve`, :func:`adaptive_fmeasure`,
 """
 
 from .boundary import mba, mba_mq, mba_radii, mq
-from .evaluate import METRICS, Evaluator, Report, evaluate_folders, format_table, load_mask, pair_files
 from .correction import hce
+from .evaluate import METRICS, Evaluator, Report, evaluate_folders, format_table, load_mask, pair_files
 from .region import boundary_iou, iou
 from .sod import adaptive_fmeasure, emeasure_curve, fmeasure_curve, mae, smeasure, weighted_fmeasure
 

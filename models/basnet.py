@@ -15,7 +15,6 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 
-
 # Keys only BASNet's layout has together: its bridge, its coarsest side output and its refiner.
 _SIGNATURE_KEYS = frozenset({
     "inconv.weight", "convbg_1.weight", "outconvb.weight", "refunet.conv_d0.weight"})

@@ -4,10 +4,8 @@ official BiRefNet backbones, caches, dtypes and batch independence."""
 import pytest
 import torch
 import torch.nn.functional as F
-
 from comfyui_meticulous.errors import InputError, WeightsError
-from comfyui_meticulous.models.backbones import (
-    BACKBONES, BackboneSpec, build_backbone, detect_backbone)
+from comfyui_meticulous.models.backbones import BACKBONES, BackboneSpec, build_backbone, detect_backbone
 from comfyui_meticulous.models.backbones.swin import relative_position_index
 
 PARITY_CASES = [("swin_v1_t", "birefnet/birefnet_swin_v1_t_512x512"),

@@ -4,11 +4,9 @@ and the pre-processing helper."""
 import pytest
 import torch
 import torch.nn.functional as F
-
 from comfyui_meticulous.errors import InputError
-from comfyui_meticulous.models.basnet import (
-    BASNet, is_basnet_state_dict)
 from comfyui_meticulous.inference import normalise
+from comfyui_meticulous.models.basnet import BASNet, is_basnet_state_dict
 
 # Named by its .json sidecar; the tensors are the .safetensors file beside it.
 CASE = "basnet/basnet_256x256"

@@ -2,9 +2,7 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
-
-from comfyui_meticulous.models import BiRefNet, build_from_state_dict, load_model
+from comfyui_meticulous.models import BiRefNet, build_from_state_dict
 from comfyui_meticulous.models.backbones import BACKBONES
 
 CASES = ["birefnet/birefnet_swin_v1_t_512x512", "birefnet/birefnet_pvt_v2_b0_384x640"]

@@ -5,10 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+from comfyui_meticulous.cli import main
 from PIL import Image
 from safetensors.torch import save_file
-
-from comfyui_meticulous.cli import main
 
 
 @pytest.fixture(scope="module")

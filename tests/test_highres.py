@@ -5,16 +5,29 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from comfyui_meticulous.errors import InputError
-from comfyui_meticulous.highres import (BandFusion, HighResOptions, Plan, UncertainBand, Window, blend,
-                                        plan_windows, refine_windows, segment_highres, select_hrsod,
-                                        select_mos, uncertainty_map, uncertainty_preview,
-                                        uncertainty_refine, window_size, window_weight)
+from comfyui_meticulous.highres import (
+    BandFusion,
+    HighResOptions,
+    Plan,
+    UncertainBand,
+    Window,
+    blend,
+    plan_windows,
+    refine_windows,
+    segment_highres,
+    select_hrsod,
+    select_mos,
+    uncertainty_map,
+    uncertainty_preview,
+    uncertainty_refine,
+    window_size,
+    window_weight,
+)
 from comfyui_meticulous.highres.resample import resize_rows, row_stripes
 from comfyui_meticulous.inference import Prediction
 from comfyui_meticulous.inference.images import IMAGENET_MEAN, IMAGENET_STD
+from torch import nn
 
 
 class PixelModel(nn.Module):

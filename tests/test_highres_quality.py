@@ -15,13 +15,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
-from torch import nn
-
 from comfyui_meticulous.highres import HighResOptions, UncertainBand, segment_highres
 from comfyui_meticulous.inference.images import IMAGENET_MEAN, IMAGENET_STD
 from comfyui_meticulous.metrics import mba_mq, mba_radii
 from comfyui_meticulous.metrics.morphology import gradient
+from PIL import Image, ImageDraw
+from torch import nn
 
 SUPERSAMPLING = 2
 

@@ -11,7 +11,6 @@ import time
 
 import pytest
 import torch
-
 from comfyui_meticulous import matting
 from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.matting.components import label_components

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from comfyui_meticulous.errors import WeightsError
 from comfyui_meticulous.weights import catalogue, get_entry, load_catalogue
 

@@ -11,8 +11,8 @@ from typing import Callable, Hashable
 import torch
 from torch import nn
 
-from ..errors import InputError
 from ..checks import check_images
+from ..errors import InputError
 from ..inference.predict import predict_logits
 from ..inference.prediction import Prediction
 from .temporal import TemporalState, retention, stabilise
