@@ -83,7 +83,7 @@ def modulated_deform_conv2d(input: torch.Tensor, offset: torch.Tensor, mask: tor
         taps = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         n = grid.shape[1] // kh
         modulation = mask[:, :, rows].to(dtype).view(b, kh, kw, n, w_out).permute(0, 3, 1, 4, 2)
-        taps = taps * modulation.reshape(b, 1, n * kh, w_out * kw)
+        taps.mul_(modulation.reshape(b, 1, n * kh, w_out * kw))  # in place: the tap map is the big one
         strips.append(F.conv2d(taps.to(weight.dtype), weight, bias, stride=(kh, kw)))
     return strips[0] if len(strips) == 1 else torch.cat(strips, dim=2)
 
