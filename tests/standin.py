@@ -1,0 +1,69 @@
+"""The ``comfyui`` fixture: the node pack loaded the way ComfyUI loads it, on the stand-in API.
+
+Test modules use it with ``from standin import comfyui  # noqa: F401``. Each test gets fresh
+stand-in modules (``tests/comfy_standin`` on ``sys.path``), a ComfyUI base folder in
+``tmp_path``, the Hugging Face Hub offline, and the extension's ``on_load`` already run; all of
+it is removed again afterwards, so other test files never see a ``comfy`` module.
+"""
+
+import asyncio
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from huggingface_hub import constants
+from safetensors.torch import save_file
+
+from comfyui_meticulous.weights import set_host_folders
+
+STANDIN = Path(__file__).resolve().parent / "comfy_standin"
+PACK = "comfyui_meticulous.nodes"
+
+
+def write_test_weights(det_weights, reference_dir: Path, path: Path) -> Path:
+    """Deterministic BiRefNet (PVT-v2-b0) weights from the parity fixtures' key manifest."""
+    spec = det_weights.load_spec(reference_dir / "birefnet" / "keys_pvt_v2_b0.tsv")
+    save_file({key: value.contiguous() for key, value in det_weights.deterministic_state_dict(spec).items()},
+              str(path))
+    return path
+
+
+def _forget_comfyui() -> None:
+    """Drop the stand-in modules and the node modules bound to them."""
+    for name in list(sys.modules):
+        if name in ("comfy", "comfy_api", "folder_paths") or name.startswith(("comfy.", "comfy_api.", PACK + ".")):
+            del sys.modules[name]
+            parent, _, child = name.rpartition(".")
+            # `from . import models` reuses the package attribute when it is there.
+            if parent in sys.modules and hasattr(sys.modules[parent], child):
+                delattr(sys.modules[parent], child)
+
+
+@pytest.fixture
+def comfyui(tmp_path, monkeypatch):
+    """``SimpleNamespace(api, mm, utils, folder_paths, extension, nodes={node_id: class})``: the
+    stand-in's ``comfy_api.latest``, ``comfy.model_management``, ``comfy.utils`` and
+    ``folder_paths`` modules, the loaded extension and its nodes by id."""
+    monkeypatch.syspath_prepend(str(STANDIN))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    _forget_comfyui()
+    import comfy.model_management
+    import comfy.utils
+    import comfy_api.latest
+    import folder_paths
+
+    folder_paths.rebase(str(tmp_path / "ComfyUI"))
+    from comfyui_meticulous.nodes import extension
+
+    loaded = asyncio.run(extension())
+    asyncio.run(loaded.on_load())
+    nodes = {node.define_schema().node_id: node for node in asyncio.run(loaded.get_node_list())}
+    try:
+        yield SimpleNamespace(api=comfy_api.latest, mm=comfy.model_management, utils=comfy.utils,
+                              folder_paths=folder_paths, extension=loaded, nodes=nodes)
+    finally:
+        set_host_folders(None)
+        _forget_comfyui()
