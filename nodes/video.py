@@ -1,5 +1,7 @@
 """Video matting: a whole frame batch in memory-bounded chunks, smoothed over time."""
 
+import json
+
 import torch
 
 from ..video import matte_video, model_runner
@@ -42,7 +44,7 @@ class VideoMatte(io.ComfyNode):
                                          "off for unrelated clips of the same size."),
             ],
             outputs=cutout_outputs(),
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
@@ -51,12 +53,26 @@ class VideoMatte(io.ComfyNode):
         size = input_size(model, frames, resolution, keep_aspect)
         network = load_for_inference(model, activation_bytes(size) * max(1, batch_size))
         node = cls.hidden.unique_id
+        source = (node, upstream_fingerprint(cls.hidden.prompt, node, "frames"))
         result = matte_video(frames, model_runner(network, resolution=resolution or None, keep_aspect=keep_aspect),
                              device=compute_device(), batch_size=batch_size, temporal_smoothing=temporal_smoothing,
-                             state=_STATES.get(node) if continue_previous else None, source=node,
+                             state=_STATES.get(node) if continue_previous else None, source=source,
                              free_memory=free_memory, progress=progress_reporter(frames.shape[0]))
         _STATES[node] = result.state
         return io.NodeOutput(to_output(result.masks), to_output(result.rgba))
+
+
+def upstream_fingerprint(prompt: dict | None, node: str, socket: str) -> str | None:
+    """The settings of the node feeding ``socket`` (e.g. Load Video's file and frame range).
+
+    Meta Batch Manager re-queues the same prompt for every chunk of one video, so this stays the
+    same across its chunks and changes when the user picks another clip: the smoothing state
+    then starts afresh instead of blending the last frame of one video into another.
+    """
+    link = ((prompt or {}).get(str(node)) or {}).get("inputs", {}).get(socket)
+    if not isinstance(link, list) or not link:
+        return None
+    return json.dumps((prompt.get(str(link[0])) or {}), sort_keys=True, default=str)
 
 
 NODES = [VideoMatte]

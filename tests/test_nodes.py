@@ -466,9 +466,9 @@ def test_window_budget_limits_the_model_passes(comfyui):
 
 # --- video -----------------------------------------------------------------------------------
 
-def as_executed(node, unique_id: str):
-    """The class ComfyUI executes: a copy whose ``hidden`` carries the node's id."""
-    return type(node.__name__, (node,), {"hidden": SimpleNamespace(unique_id=unique_id)})
+def as_executed(node, unique_id: str, prompt: dict | None = None):
+    """The class ComfyUI executes: a copy whose ``hidden`` carries the node's id and the prompt."""
+    return type(node.__name__, (node,), {"hidden": SimpleNamespace(unique_id=unique_id, prompt=prompt)})
 
 
 def still_video(frames=6, seed=5):
@@ -507,3 +507,24 @@ def test_video_matte_continues_smoothing_across_chunked_runs(comfyui):
                  continue_previous=True, **{**settings, "temporal_smoothing": 0.0})
     flicker = (raw[1:] - raw[:-1]).abs().mean()
     assert (whole[1:] - whole[:-1]).abs().mean() < 0.5 * flicker
+
+
+def test_video_matte_starts_afresh_when_the_clip_changes(comfyui):
+    patcher = wrapped(PixelModel(scale=1.0))
+    video = still_video()
+    settings = dict(model=patcher, resolution=0, keep_aspect=False, batch_size=2, temporal_smoothing=0.8)
+
+    def prompt(path):
+        return {"5": {"class_type": "VHS_LoadVideoPath", "inputs": {"video": path, "frame_load_cap": 0}},
+                "7": {"class_type": "MeticulousVideoMatte", "inputs": {"frames": ["5", 0]}}}
+
+    fresh, _ = run(as_executed(comfyui.nodes["MeticulousVideoMatte"], "7"), frames=video[3:],
+                   continue_previous=False, **settings)
+    first = as_executed(comfyui.nodes["MeticulousVideoMatte"], "7", prompt("a.mp4"))
+    run(first, frames=video[:3], continue_previous=True, **settings)
+    other_clip, _ = run(as_executed(comfyui.nodes["MeticulousVideoMatte"], "7", prompt("b.mp4")),
+                        frames=video[3:], continue_previous=True, **settings)
+    torch.testing.assert_close(other_clip, fresh)
+    run(first, frames=video[:3], continue_previous=True, **settings)
+    same_clip, _ = run(first, frames=video[3:], continue_previous=True, **settings)
+    assert (same_clip - fresh).abs().max() > 1e-3
