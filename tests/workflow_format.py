@@ -19,6 +19,8 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload")
 # Frontend-only nodes: they never reach the server.
 UI_ONLY = {"Note", "MarkdownNote"}
+# Nodes that load a diffusion checkpoint, which a test machine does not have.
+CHECKPOINT_NODES = {"CheckpointLoaderSimple", "CheckpointLoader", "UNETLoader", "unCLIPCheckpointLoader"}
 # Per-format widgets VHS adds to a dict of widget values besides the schema's own; the UI
 # keeps its preview state there as well.
 VHS_UI_KEYS = {"videopreview"}
@@ -250,3 +252,7 @@ def to_api(workflow: dict, infos: dict) -> dict:
 
 def workflow_files() -> list[Path]:
     return sorted(WORKFLOWS.glob("*.json"))
+
+
+def node_types(path: Path) -> set[str]:
+    return {node["type"] for node in json.loads(path.read_text())["nodes"]}
