@@ -192,7 +192,7 @@ def execute(prompt: dict, nodes: dict, core: CoreNodes) -> None:
                       for name, value in node["inputs"].items()}
             kind = node["class_type"]
             if kind in nodes:
-                executed = type(kind, (nodes[kind],), {"hidden": SimpleNamespace(unique_id=node_id)})
+                executed = type(kind, (nodes[kind],), {"hidden": SimpleNamespace(unique_id=node_id, prompt=prompt)})
                 results[node_id] = executed.execute(**inputs).args
             else:
                 results[node_id] = getattr(core, kind)(**inputs)
