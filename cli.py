@@ -5,6 +5,7 @@ Commands:
   models    list the model catalogue and where each file is installed
   download  fetch models from the Hugging Face Hub, verified by sha256
   eval      score predicted masks against ground truth (MAE, F, S, E, IoU, mBA, MQ, HCE, ...)
+  train     train a learned block (GLFN, HierPR, RefineMask, GSN/LRN, BASNet) on image/mask folders
 """
 
 import argparse
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from .errors import MeticulousError
 from .metrics.cli import add_eval_parser
+from .training.cli import add_train_parser
 from .weights.cli import add_download_parser, add_models_parser
 
 DEFAULT_MODEL = "birefnet"
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(subparsers)
     add_download_parser(subparsers)
     add_eval_parser(subparsers)
+    add_train_parser(subparsers)
     return parser
 
 

@@ -3,7 +3,6 @@
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_images  # noqa: F401  (re-exported)
 from ..errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
