@@ -102,7 +102,9 @@ def _complete_state_dict(model: nn.Module, state_dict: StateDict, dtype: torch.d
         if like.is_floating_point():
             if tensor.dtype not in FLOAT_DTYPES:
                 raise WeightsError(f"{origin}: key '{key}' has dtype {tensor.dtype}, expected a float tensor")
-            complete[key] = tensor.to(dtype)
+            # A fresh copy: tensors read from a file can sit at addresses that send the CPU
+            # kernels down another vector path, which changes the last bits of the outputs.
+            complete[key] = tensor.to(dtype, copy=True)
         elif computed is not None and key.endswith("relative_position_index") and not torch.equal(tensor.long(), computed):
             raise WeightsError(f"{origin}: key '{key}' does not hold the standard Swin relative-position index")
         else:

@@ -2,10 +2,13 @@
 
 import torch
 
+from ..errors import InputError, WeightsError
 from ..highres import (BandFusion, HighResOptions, UncertainBand, patch_input_size, segment_highres,
                        uncertainty_preview, uncertainty_refine)
+from ..highres.learned import LearnedFusion, refine_prediction
 from ..highres.uncertainty import RULES
-from .comfy import io, progress_reporter
+from ..models.learned import block_metadata, load_block
+from .comfy import compute_device, io, model_file_path, model_files, progress_reporter
 from .common import (CPU_BATCH, Model, Pred, cut_out, cutout_outputs, grey_image, ready_model, rgba_colour_input,
                      to_output)
 
@@ -42,6 +45,34 @@ def _band(rule: str, fraction: float) -> UncertainBand:
     return UncertainBand(rule=rule, fraction=fraction)
 
 
+TRAINING_FREE = "none (training-free)"
+# Learned blocks that refine a prediction, and the one that fuses a global and a local one.
+REFINERS = ("hierpr", "refinemask", "lrn")
+FUSERS = ("glfn",)
+
+
+def learned_files(blocks: tuple[str, ...]) -> list[str]:
+    """Files in ``models/meticulous`` holding one of ``blocks`` (read from their headers only)."""
+    found = []
+    for name in model_files():
+        try:
+            if block_metadata(model_file_path(name))["block"] in blocks:
+                found.append(name)
+        except WeightsError:
+            continue  # published network weights, or a file that is not ours: not a learned block
+    return found
+
+
+def learned_input(blocks: tuple[str, ...], use: str) -> io.Combo.Input:
+    return io.Combo.Input("learned_weights", options=[TRAINING_FREE, *learned_files(blocks)], default=TRAINING_FREE,
+                          tooltip=f"A block trained with `python -m comfyui_meticulous train` ({', '.join(blocks)}) "
+                                  f"from models/meticulous, to {use} instead of the training-free rule.")
+
+
+def _learned(name: str, blocks: tuple[str, ...]):
+    return load_block(model_file_path(name), device=compute_device(), expect=blocks)
+
+
 class UncertaintyRefine(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -58,6 +89,7 @@ class UncertaintyRefine(io.ComfyNode):
                 Pred.Input("prediction", tooltip=PREDICTION_IN),
                 *band_inputs(),
                 *window_inputs(),
+                learned_input(REFINERS, "refine the whole image with it"),
             ],
             outputs=[Pred.Output("prediction", display_name="local prediction",
                                  tooltip="Full-resolution logits with the refined windows blended in, "
@@ -66,7 +98,11 @@ class UncertaintyRefine(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, image: torch.Tensor, prediction, rule: str, fraction: float, zoom: float,
-                max_patches: int, batch_size: int) -> io.NodeOutput:
+                max_patches: int, batch_size: int, learned_weights: str = TRAINING_FREE) -> io.NodeOutput:
+        if learned_weights != TRAINING_FREE:
+            refiner = _learned(learned_weights, REFINERS)
+            return io.NodeOutput(refine_prediction(refiner, image, prediction,
+                                                   progress=progress_reporter(image.shape[0])))
         network, batch_size = ready_model(model, patch_input_size(model.model), batch_size)
         refined, _ = uncertainty_refine(network, image, prediction, _band(rule, fraction), zoom=zoom,
                                         max_patches=max_patches or None, batch_size=batch_size,
@@ -89,13 +125,23 @@ class GlobalLocalFuse(io.ComfyNode):
                 Pred.Input("local_prediction", tooltip="The refined prediction of the same images, e.g. "
                                                        "from Uncertainty Refine."),
                 *band_inputs(),
+                learned_input(FUSERS, "fuse the two maps with the image (HRSOD's GLFN)"),
+                io.Image.Input("image", optional=True,
+                               tooltip="The images both predictions were made from; needed by learned "
+                                       "weights, which look at the picture."),
             ],
             outputs=[Pred.Output("prediction", tooltip="The fused full-resolution prediction.")],
         )
 
     @classmethod
-    def execute(cls, global_prediction, local_prediction, rule: str, fraction: float) -> io.NodeOutput:
-        return io.NodeOutput(BandFusion(_band(rule, fraction))(global_prediction, local_prediction))
+    def execute(cls, global_prediction, local_prediction, rule: str, fraction: float,
+                learned_weights: str = TRAINING_FREE, image: torch.Tensor | None = None) -> io.NodeOutput:
+        fusion = BandFusion(_band(rule, fraction))
+        if learned_weights != TRAINING_FREE:
+            if image is None:
+                raise InputError("learned fusion weights look at the picture: connect the image input")
+            fusion = LearnedFusion(_learned(learned_weights, FUSERS), fusion)
+        return io.NodeOutput(fusion(global_prediction, local_prediction, image))
 
 
 class SegmentHighRes(io.ComfyNode):

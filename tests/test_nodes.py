@@ -528,3 +528,46 @@ def test_video_matte_starts_afresh_when_the_clip_changes(comfyui):
     run(first, frames=video[:3], continue_previous=True, **settings)
     same_clip, _ = run(first, frames=video[3:], continue_previous=True, **settings)
     assert (same_clip - fresh).abs().max() > 1e-3
+
+
+# --- learned blocks --------------------------------------------------------------------------
+
+def test_refine_and_fuse_nodes_take_learned_weights(comfyui, installed_b0):
+    from comfyui_meticulous.highres import BandFusion, UncertainBand
+    from comfyui_meticulous.highres.learned import LearnedFusion, refine_prediction
+    from comfyui_meticulous.models.hrsod import GLFN
+    from comfyui_meticulous.models.learned import load_block, save_block
+    from comfyui_meticulous.models.refinemask import RefineMaskRefiner
+
+    folder = Path(comfyui.folder_paths.get_folder_paths("meticulous")[0])
+    torch.manual_seed(0)
+    save_block(GLFN(), folder / "my_glfn.safetensors", "glfn")
+    save_block(RefineMaskRefiner(pyramid=(8, 8, 16, 16), width=32), folder / "my_refiner.safetensors", "refinemask")
+
+    def options(node_id):
+        schema = comfyui.nodes[node_id].define_schema()
+        return next(i for i in schema.inputs if i.id == "learned_weights").options
+
+    # Published network weights (installed_b0) are not offered as learned blocks.
+    assert options("MeticulousGlobalLocalFuse") == ["none (training-free)", "my_glfn.safetensors"]
+    assert options("MeticulousUncertaintyRefine") == ["none (training-free)", "my_refiner.safetensors"]
+
+    batch = sharp_discs(1, 64, 96)
+    coarse = Prediction(torch.randn(1, 1, 16, 24, generator=torch.Generator().manual_seed(1)), (64, 96))
+    (local,) = run(comfyui.nodes["MeticulousUncertaintyRefine"], model=wrapped(PixelModel()), image=batch,
+                   prediction=coarse, rule="mos", fraction=0.1, zoom=1.0, max_patches=0, batch_size=0,
+                   learned_weights="my_refiner.safetensors")
+    expected = refine_prediction(load_block(folder / "my_refiner.safetensors"), batch, coarse)
+    torch.testing.assert_close(local.logits, expected.logits)
+
+    fuse = comfyui.nodes["MeticulousGlobalLocalFuse"]
+    (fused,) = run(fuse, global_prediction=coarse, local_prediction=local, rule="mos", fraction=0.1,
+                   learned_weights="my_glfn.safetensors", image=batch)
+    direct = LearnedFusion(load_block(folder / "my_glfn.safetensors"), BandFusion(UncertainBand()))(coarse, local, batch)
+    torch.testing.assert_close(fused.logits, direct.logits)
+    with pytest.raises(InputError, match="connect the image"):
+        run(fuse, global_prediction=coarse, local_prediction=local, rule="mos", fraction=0.1,
+            learned_weights="my_glfn.safetensors")
+    with pytest.raises(WeightsError, match="refinemask block, but"):
+        run(fuse, global_prediction=coarse, local_prediction=local, rule="mos", fraction=0.1,
+            learned_weights="my_refiner.safetensors", image=batch)
