@@ -5,6 +5,9 @@ import torch
 from ..errors import InputError
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Images per model pass on the CPU when the caller leaves it to us. Batching saves no arithmetic
+# there and costs cache locality: one frame at a time was the fastest in bench/bench_video.py.
+CPU_BATCH = 1
 
 
 def pick_device(name: str = "auto") -> torch.device:

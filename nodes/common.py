@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..inference import inference_size
+from ..inference.device import CPU_BATCH
 from ..matting import estimate_foreground, straight_rgba
 from .comfy import compute_device, free_memory, io, is_cpu, load_for_inference, output_device
 
@@ -23,8 +24,6 @@ Pred = io.Custom("METICULOUS_PRED")
 # and 2.9 KB per pixel once the weights are taken out; 4 KiB keeps a margin for allocator
 # fragmentation and applies to every precision and to the smaller networks.
 BYTES_PER_INPUT_PIXEL = 4096
-# On the CPU a larger batch hardly raises throughput but multiplies host memory.
-CPU_BATCH = 2
 # Past this many images per pass a GPU gains nothing and a cancel waits longer.
 MAX_AUTO_BATCH = 16
 RGBA_COLOURS = ["image", "estimated foreground"]

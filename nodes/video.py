@@ -4,8 +4,8 @@ import json
 
 import torch
 
+from ..inference.device import CPU_BATCH
 from ..video import matte_video, model_runner
-from ..video.stream import CPU_BATCH
 from .comfy import compute_device, free_memory, io, load_for_inference, progress_reporter
 from .common import activation_bytes, cutout_outputs, input_size, segment_inputs, to_output
 

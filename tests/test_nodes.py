@@ -218,7 +218,7 @@ def test_batch_size_zero_plans_memory_and_uses_the_cpu_default(comfyui):
     node = comfyui.nodes["MeticulousSegment"]
     run(node, model=wrapped(model), image=images(5), resolution=0, keep_aspect=False, batch_size=0,
         rgba_colour="image")
-    assert [shape[0] for shape in model.calls] == [CPU_BATCH, CPU_BATCH, 5 - 2 * CPU_BATCH]
+    assert [shape[0] for shape in model.calls] == [CPU_BATCH] * 5
     assert comfyui.mm.load_calls[-1]["memory_required"] == activation_bytes((64, 64))
     run(node, model=wrapped(model), image=images(5), resolution=0, keep_aspect=False, batch_size=3,
         rgba_colour="image")

@@ -251,7 +251,7 @@ def test_interruption_leaves_state_intact():
             raise KeyboardInterrupt("stopped by the user")
 
     with pytest.raises(KeyboardInterrupt):
-        matte_video(frames[4:], run, device="cpu", temporal_smoothing=0.5, state=first.state,
+        matte_video(frames[4:], run, device="cpu", batch_size=4, temporal_smoothing=0.5, state=first.state,
                     progress=interrupt)
     assert calls == [4, 8]
     assert torch.equal(first.state.frame, saved.frame)

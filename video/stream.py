@@ -13,6 +13,7 @@ from torch import nn
 
 from ..checks import check_images
 from ..errors import InputError
+from ..inference.device import CPU_BATCH
 from ..inference.predict import predict_logits
 from ..inference.prediction import Prediction
 from .temporal import TemporalState, retention, stabilise
@@ -21,9 +22,6 @@ RunFn = Callable[[torch.Tensor], Prediction]
 ProgressFn = Callable[[int, int], None]
 FreeMemoryFn = Callable[[torch.device], int]
 
-# On CPU, batching saves no arithmetic (measured: the same CPU time per frame for 1 and 4
-# frames), so a chunk stays small: it only has to amortise per-call overhead.
-CPU_BATCH = 4
 MAX_BATCH = 32
 # Share of the free device memory a chunk may plan to use: the probe under-counts allocator
 # fragmentation and whatever other nodes allocate meanwhile.
