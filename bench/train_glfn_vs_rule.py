@@ -35,27 +35,11 @@ import torch
 from comfyui_meticulous.highres import HighResOptions, segment_highres
 from comfyui_meticulous.highres.learned import refine_prediction
 from comfyui_meticulous.inference import Prediction
-from comfyui_meticulous.inference.images import IMAGENET_MEAN, IMAGENET_STD
 from comfyui_meticulous.metrics import mba_mq
 from comfyui_meticulous.training import TensorPairs, Trainer, TrainOptions
-from comfyui_meticulous.training.synthetic import synthetic_pairs
-from torch import nn
+from comfyui_meticulous.training.synthetic import CoverageModel, synthetic_pairs
 
 
-class CoverageModel(nn.Module):
-    """Decodes the coverage its (resized, normalised) input encodes: probability = coverage."""
-
-    size_multiple = 32
-    input_normalisation = "imagenet"
-
-    def __init__(self, native: int):
-        super().__init__()
-        self.native_resolution = (native, native)
-        self.anchor = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x):
-        cover = (x[:, :1] * IMAGENET_STD[0] + IMAGENET_MEAN[0]).clamp(1e-3, 1 - 1e-3)
-        return torch.log(cover / (1 - cover)) + self.anchor
 
 
 def pipeline(masks: torch.Tensor, native: int, zoom: float):

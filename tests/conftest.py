@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,3 +50,13 @@ def load_case(reference_dir):
         return (load_file(str(_require(base.with_suffix(".safetensors")))),
                 json.loads(_require(base.with_suffix(".json")).read_text()))
     return load
+
+
+@pytest.fixture
+def single_thread():
+    """One torch thread: for files of tiny tensors, where extra threads only add
+    synchronisation, which gets slow on busy machines."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

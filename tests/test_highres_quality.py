@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 import torch
 from comfyui_meticulous.highres import HighResOptions, UncertainBand, segment_highres
-from comfyui_meticulous.inference.images import IMAGENET_MEAN, IMAGENET_STD
+from comfyui_meticulous.training.synthetic import CoverageModel
 from comfyui_meticulous.metrics import mba_mq, mba_radii
 from comfyui_meticulous.metrics.morphology import gradient
 from PIL import Image, ImageDraw
-from torch import nn
 
 SUPERSAMPLING = 2
 
@@ -71,20 +70,6 @@ def draw_scene(size: int, seed: int = 0) -> np.ndarray:
     return np.asarray(canvas.resize((size, size), Image.BOX), dtype=np.float32) / 255
 
 
-class CoverageModel(nn.Module):
-    """Reads the coverage back from its (resized, normalised) input: probability = coverage."""
-
-    size_multiple = 32
-    input_normalisation = "imagenet"
-
-    def __init__(self, native: int):
-        super().__init__()
-        self.native_resolution = (native, native)
-        self.anchor = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x):
-        cover = (x[:, :1] * IMAGENET_STD[0] + IMAGENET_MEAN[0]).clamp(1e-3, 1 - 1e-3)
-        return torch.log(cover / (1 - cover)) + self.anchor
 
 
 def body_accuracy(pred: np.ndarray, gt: np.ndarray) -> float:

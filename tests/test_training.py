@@ -34,12 +34,7 @@ TINY_HIERPR = {"encoder": "resnet50", "encoder_options": {"base": 8, "blocks": [
                "widths": [16, 16, 8], "point_width": 16, "head_width": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def scenes(count: int, size: int, seed: int = 0, binary: bool = True) -> TensorPairs:

@@ -16,14 +16,7 @@ from comfyui_meticulous.video import TemporalState, batch_size_for, matte_video,
 from torch import nn
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # The tensors here are tiny: extra threads only add synchronisation, which gets slow on
-    # busy machines.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class PoolNet(nn.Module):

@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from torch import nn
+
+from ..inference.images import IMAGENET_MEAN, IMAGENET_STD
 
 SUPERSAMPLING = 4
 
@@ -111,3 +114,21 @@ def write_scenes(folder: str | Path, count: int, size: int, seed: int = 0) -> Pa
                                                                               quality=95)
         Image.fromarray((mask.numpy() * 255).round().astype(np.uint8)).save(folder / "masks" / f"{index:04d}.png")
     return folder
+
+
+class CoverageModel(nn.Module):
+    """A stand-in segmenter for scenes whose red channel is the object's coverage: it reads the
+    coverage back from its (resized, normalised) input, so it is perfect except for the
+    resolution it runs at. Used to measure what refinement and fusion recover."""
+
+    size_multiple = 32
+    input_normalisation = "imagenet"
+
+    def __init__(self, native: int):
+        super().__init__()
+        self.native_resolution = (native, native)
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        cover = (x[:, :1] * IMAGENET_STD[0] + IMAGENET_MEAN[0]).clamp(1e-3, 1 - 1e-3)
+        return torch.log(cover / (1 - cover)) + self.anchor
