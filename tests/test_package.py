@@ -63,3 +63,12 @@ print("ok")
 def test_package_spec_is_the_installed_name():
     spec = importlib.util.find_spec("comfyui_meticulous")
     assert spec is not None and Path(spec.origin).resolve() == (REPO / "__init__.py").resolve()
+
+
+def test_requirements_txt_lists_the_runtime_dependencies_but_torch():
+    def name(spec: str) -> str:
+        return spec.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+
+    declared = {name(d) for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    lines = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    assert {name(line) for line in lines} == declared - {"torch"}
