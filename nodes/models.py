@@ -3,6 +3,7 @@
 import os
 
 from ..models import load_model
+from ..models.learned import is_block_file
 from ..weights import catalogue
 from .comfy import PRECISION_OPTIONS, compute_device, io, model_dtype, model_file_path, model_files, wrap_model
 from .common import Model
@@ -15,11 +16,13 @@ def model_choices() -> list[str]:
 
     Listing reads the packaged catalogue and the folders only: nothing is downloaded while
     ComfyUI builds its node list. A catalogue file already on disk appears under its id, so it
-    gets the catalogue's native resolution and digest check.
+    gets the catalogue's native resolution and digest check. Learned refine/fuse blocks are
+    offered by those nodes instead (their headers say what they are).
     """
     entries = catalogue()
     known = {entry.local_filename for entry in entries.values()}
-    return [*entries, *(name for name in model_files() if os.path.basename(name) not in known)]
+    return [*entries, *(name for name in model_files()
+                        if os.path.basename(name) not in known and not is_block_file(model_file_path(name)))]
 
 
 class LoadModel(io.ComfyNode):

@@ -548,9 +548,11 @@ def test_refine_and_fuse_nodes_take_learned_weights(comfyui, installed_b0):
         schema = comfyui.nodes[node_id].define_schema()
         return next(i for i in schema.inputs if i.id == "learned_weights").options
 
-    # Published network weights (installed_b0) are not offered as learned blocks.
+    # Published network weights (installed_b0) are not offered as learned blocks, nor the blocks as models.
     assert options("MeticulousGlobalLocalFuse") == ["none (training-free)", "my_glfn.safetensors"]
     assert options("MeticulousUncertaintyRefine") == ["none (training-free)", "my_refiner.safetensors"]
+    models = next(i for i in comfyui.nodes["MeticulousLoadModel"].define_schema().inputs if i.id == "model").options
+    assert installed_b0 in models and "my_glfn.safetensors" not in models
 
     batch = sharp_discs(1, 64, 96)
     coarse = Prediction(torch.randn(1, 1, 16, 24, generator=torch.Generator().manual_seed(1)), (64, 96))
