@@ -88,6 +88,20 @@ def _crop(images: torch.Tensor, index: int, plan: Plan, window: Window, size: tu
     return resize_images(crop, size)
 
 
+def _coarse_crop(prediction: Prediction, index: int, plan: Plan, window: Window, size: tuple[int, int],
+                 device: torch.device) -> torch.Tensor:
+    """The prediction's logits over a window's box, ``[1,1,h,w]`` at the model input ``size``:
+    the coarse mask a learned refiner (``takes_coarse``) improves."""
+    top, left, bottom, right = plan.box(window)
+    height, width = plan.image_size
+    # Map the output's pixel centres onto the box's, in the whole image's normalised coordinates.
+    theta = torch.tensor([[[(right - left) / width, 0.0, (right + left) / width - 1],
+                           [0.0, (bottom - top) / height, (bottom + top) / height - 1]]], device=device)
+    grid = F.affine_grid(theta, (1, 1, *size), align_corners=False)
+    logits = prediction.logits[index:index + 1].to(device=device, dtype=torch.float32)
+    return F.grid_sample(logits, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def _paste(sums: torch.Tensor, weights: torch.Tensor, index: int, plan: Plan, window: Window,
            logits: torch.Tensor) -> None:
     top, left, bottom, right = plan.box(window)
@@ -134,7 +148,8 @@ def refine_windows(model: nn.Module, images: torch.Tensor, prediction: Predictio
     reached, and a mix across the outer margins; its ``support`` ``[B,1,H,W]`` (0..1) is the
     share of local evidence in each pixel (the largest window weight there: 1 on every core).
 
-    Windows of all images run interleaved in plan order (every image's first window, then every
+    A learned refiner (``model.takes_coarse``) gets each window's crop of ``prediction``'s
+    logits as its second input. Windows of all images run interleaved in plan order (every image's first window, then every
     second window, ...), ``batch_size`` at a time; with ``max_seconds`` no batch starts after
     that many seconds, so the most important windows are the ones done. ``progress(done,
     total)`` is called after every batch and may raise to interrupt.
@@ -156,8 +171,14 @@ def refine_windows(model: nn.Module, images: torch.Tensor, prediction: Predictio
             if max_seconds is not None and time.monotonic() - started >= max_seconds:
                 break
             chunk = jobs[start:start + batch_size]
-            x = torch.cat([_crop(images, index, plan, window, size, device) for _, index, plan, window in chunk])
-            logits = model(normalise(x, mode).to(dtype)).float()
+            x = normalise(torch.cat([_crop(images, index, plan, window, size, device)
+                                     for _, index, plan, window in chunk]), mode).to(dtype)
+            if getattr(model, "takes_coarse", False):
+                coarse = torch.cat([_coarse_crop(prediction, index, plan, window, size, device)
+                                    for _, index, plan, window in chunk])
+                logits = model(x, coarse.to(dtype)).float()
+            else:
+                logits = model(x).float()
             for (_, index, plan, window), out in zip(chunk, logits):
                 _paste(sums, weights, index, plan, window, out)
             del x, logits

@@ -5,7 +5,7 @@ import torch
 from ..errors import InputError, WeightsError
 from ..highres import (BandFusion, HighResOptions, UncertainBand, patch_input_size, segment_highres,
                        uncertainty_preview, uncertainty_refine)
-from ..highres.learned import LearnedFusion, refine_prediction
+from ..highres.learned import LearnedFusion
 from ..highres.uncertainty import RULES
 from ..models.learned import block_metadata, load_block
 from .comfy import compute_device, io, model_file_path, model_files, progress_reporter
@@ -89,7 +89,7 @@ class UncertaintyRefine(io.ComfyNode):
                 Pred.Input("prediction", tooltip=PREDICTION_IN),
                 *band_inputs(),
                 *window_inputs(),
-                learned_input(REFINERS, "refine the whole image with it"),
+                learned_input(REFINERS, "refine the windows with it"),
             ],
             outputs=[Pred.Output("prediction", display_name="local prediction",
                                  tooltip="Full-resolution logits with the refined windows blended in, "
@@ -100,10 +100,10 @@ class UncertaintyRefine(io.ComfyNode):
     def execute(cls, model, image: torch.Tensor, prediction, rule: str, fraction: float, zoom: float,
                 max_patches: int, batch_size: int, learned_weights: str = TRAINING_FREE) -> io.NodeOutput:
         if learned_weights != TRAINING_FREE:
-            refiner = _learned(learned_weights, REFINERS)
-            return io.NodeOutput(refine_prediction(refiner, image, prediction,
-                                                   progress=progress_reporter(image.shape[0])))
-        network, batch_size = ready_model(model, patch_input_size(model.model), batch_size)
+            # The learned block refines the same windows in place of the segmentation model.
+            network, batch_size = _learned(learned_weights, REFINERS), batch_size or CPU_BATCH
+        else:
+            network, batch_size = ready_model(model, patch_input_size(model.model), batch_size)
         refined, _ = uncertainty_refine(network, image, prediction, _band(rule, fraction), zoom=zoom,
                                         max_patches=max_patches or None, batch_size=batch_size,
                                         progress=progress_reporter(image.shape[0]))

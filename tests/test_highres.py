@@ -283,6 +283,37 @@ def test_refine_maps_window_results_back_exactly():
         assert (coverage(plan) <= full[b, 0]).all()
 
 
+class CoarseEcho(nn.Module):
+    """A learned-refiner stand-in: returns the coarse logits it is handed for its window."""
+
+    takes_coarse = True
+    input_normalisation = "imagenet"
+    native_resolution = (64, 64)
+    size_multiple = 32
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, coarse):
+        assert coarse.shape == (x.shape[0], 1, *x.shape[-2:])
+        return coarse + self.anchor
+
+
+def test_learned_refiners_get_each_windows_crop_of_the_coarse_logits():
+    generator = torch.Generator().manual_seed(4)
+    images = torch.rand(2, 200, 263, 3, generator=generator)
+    # Smooth logits: resampling a crop and pasting it back may only differ by interpolation error.
+    ramp = torch.linspace(-3, 3, 32)
+    coarse = Prediction(torch.stack([ramp.view(1, 32) + ramp.view(32, 1), ramp.view(1, 32) - ramp.view(32, 1)])
+                        .unsqueeze(1), (200, 263))
+    model = CoarseEcho()
+    refined = refine_windows(model, images, coarse, _plans_for(images, model), batch_size=3)
+    base = F.interpolate(coarse.logits, size=(200, 263), mode="bilinear", align_corners=False)
+    assert (refined.support == 1).any()
+    assert torch.allclose(refined.logits, base, atol=0.02)
+
+
 def test_refine_zoomed_out_windows_see_downscaled_crops():
     images = torch.rand(1, 256, 256, 3, generator=torch.Generator().manual_seed(1))
     model = PixelModel(red_logits)

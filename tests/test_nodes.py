@@ -533,8 +533,8 @@ def test_video_matte_starts_afresh_when_the_clip_changes(comfyui):
 # --- learned blocks --------------------------------------------------------------------------
 
 def test_refine_and_fuse_nodes_take_learned_weights(comfyui, installed_b0):
-    from comfyui_meticulous.highres import BandFusion, UncertainBand
-    from comfyui_meticulous.highres.learned import LearnedFusion, refine_prediction
+    from comfyui_meticulous.highres import BandFusion, UncertainBand, uncertainty_refine
+    from comfyui_meticulous.highres.learned import LearnedFusion
     from comfyui_meticulous.models.hrsod import GLFN
     from comfyui_meticulous.models.learned import load_block, save_block
     from comfyui_meticulous.models.refinemask import RefineMaskRefiner
@@ -559,8 +559,10 @@ def test_refine_and_fuse_nodes_take_learned_weights(comfyui, installed_b0):
     (local,) = run(comfyui.nodes["MeticulousUncertaintyRefine"], model=wrapped(PixelModel()), image=batch,
                    prediction=coarse, rule="mos", fraction=0.1, zoom=1.0, max_patches=0, batch_size=0,
                    learned_weights="my_refiner.safetensors")
-    expected = refine_prediction(load_block(folder / "my_refiner.safetensors"), batch, coarse)
+    expected, _ = uncertainty_refine(load_block(folder / "my_refiner.safetensors"), batch, coarse, UncertainBand(),
+                                     batch_size=1)
     torch.testing.assert_close(local.logits, expected.logits)
+    assert (local.support == 1).any()
 
     fuse = comfyui.nodes["MeticulousGlobalLocalFuse"]
     (fused,) = run(fuse, global_prediction=coarse, local_prediction=local, rule="mos", fraction=0.1,
