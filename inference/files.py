@@ -1,5 +1,6 @@
 """Reading images and writing cut-outs with Pillow, for the command line."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +42,23 @@ def _to_uint8(tensor: torch.Tensor) -> np.ndarray:
     return (tensor.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
+def _save_png(image: Image.Image, path: str | Path) -> None:
+    # Written beside the target and renamed into place, so an interrupted run never leaves a
+    # truncated PNG where a finished one is expected.
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        image.save(partial, format="PNG")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def save_mask(path: str | Path, mask: torch.Tensor) -> None:
     """Write a ``[H,W]`` mask in 0..1 as an 8-bit greyscale PNG."""
-    Image.fromarray(_to_uint8(mask), mode="L").save(path)
+    _save_png(Image.fromarray(_to_uint8(mask), mode="L"), path)
 
 
 def save_rgba(path: str | Path, rgb: torch.Tensor, alpha: torch.Tensor) -> None:
     """Write straight (unpremultiplied) ``[H,W,3]`` colour with ``[H,W]`` alpha as an RGBA PNG."""
-    Image.fromarray(_to_uint8(torch.cat([rgb, alpha.unsqueeze(-1)], dim=-1)), mode="RGBA").save(path)
+    _save_png(Image.fromarray(_to_uint8(torch.cat([rgb, alpha.unsqueeze(-1)], dim=-1)), mode="RGBA"), path)

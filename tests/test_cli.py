@@ -2,12 +2,14 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from comfyui_meticulous.cli import main
 from PIL import Image
 from safetensors.torch import save_file
+
+from comfyui_meticulous.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +70,25 @@ def test_cut_hires_refines_and_writes_full_size_outputs(weights, tmp_path):
     assert main(["cut", str(photo), "-o", str(one_shot), "--weights", str(weights), "--resolution", "64"]) == 0
     # The refined windows change the mask somewhere; outside the band the coarse result stays.
     assert not np.array_equal(mask, np.asarray(Image.open(one_shot / "big_mask.png")))
+
+
+def test_outputs_are_renamed_into_place_never_left_half_written(tmp_path, monkeypatch):
+    import torch
+
+    from comfyui_meticulous.inference import files
+
+    target = tmp_path / "cut.png"
+    target.write_bytes(b"previous result")
+
+    def crash(self, fp, format=None, **params):
+        Path(fp).write_bytes(b"\x89PNG truncated")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        files.save_mask(target, torch.ones(4, 4))
+    assert target.read_bytes() == b"previous result"
+    assert list(tmp_path.iterdir()) == [target]
+    monkeypatch.undo()
+    files.save_mask(target, torch.ones(4, 4))
+    assert np.asarray(Image.open(target)).min() == 255 and list(tmp_path.iterdir()) == [target]
