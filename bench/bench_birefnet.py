@@ -16,6 +16,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+
 from comfyui_meticulous.inference.device import PRECISIONS
 from comfyui_meticulous.models import BiRefNet
 from comfyui_meticulous.models.deform_conv import modulated_deform_conv2d

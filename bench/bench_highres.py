@@ -83,6 +83,7 @@ def _stand_in(native: int, width: int):
 
 def run_case(args) -> dict:
     import torch
+
     from comfyui_meticulous.highres import HighResOptions, segment_highres
 
     torch.manual_seed(0)

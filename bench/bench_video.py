@@ -23,9 +23,10 @@ import sys
 import time
 
 import torch
+from torch import nn
+
 from comfyui_meticulous.inference import predict_logits
 from comfyui_meticulous.video import matte_video, model_runner
-from torch import nn
 
 MODES = ("batched", "batched+smooth", "per-frame", "naive")
 

@@ -32,14 +32,13 @@ import time
 
 import numpy as np
 import torch
+
 from comfyui_meticulous.highres import HighResOptions, segment_highres
 from comfyui_meticulous.highres.learned import refine_prediction
 from comfyui_meticulous.inference import Prediction
 from comfyui_meticulous.metrics import mba_mq
 from comfyui_meticulous.training import TensorPairs, Trainer, TrainOptions
 from comfyui_meticulous.training.synthetic import CoverageModel, synthetic_pairs
-
-
 
 
 def pipeline(masks: torch.Tensor, native: int, zoom: float):

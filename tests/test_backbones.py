@@ -4,6 +4,7 @@ official BiRefNet backbones, caches, dtypes and batch independence."""
 import pytest
 import torch
 import torch.nn.functional as F
+
 from comfyui_meticulous.errors import InputError, WeightsError
 from comfyui_meticulous.models.backbones import BACKBONES, BackboneSpec, build_backbone, detect_backbone
 from comfyui_meticulous.models.backbones.swin import relative_position_index

@@ -4,6 +4,7 @@ and the pre-processing helper."""
 import pytest
 import torch
 import torch.nn.functional as F
+
 from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.inference import normalise
 from comfyui_meticulous.models.basnet import BASNet, is_basnet_state_dict

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from comfyui_meticulous.models import BiRefNet, build_from_state_dict
 from comfyui_meticulous.models.backbones import BACKBONES
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+
 from standin import comfyui, write_test_weights  # noqa: F401  (comfyui is a fixture)
 from workflow_format import CHECKPOINT_NODES, node_info, node_types, to_api, validate, workflow_files
 

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from comfyui_meticulous.models.deform_conv import DeformableConv2d, modulated_deform_conv2d
 
 

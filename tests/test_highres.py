@@ -5,6 +5,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.highres import (
     BandFusion,
@@ -27,7 +29,6 @@ from comfyui_meticulous.highres import (
 from comfyui_meticulous.highres.resample import resize_rows, row_stripes
 from comfyui_meticulous.inference import Prediction
 from comfyui_meticulous.inference.images import IMAGENET_MEAN, IMAGENET_STD
-from torch import nn
 
 
 class PixelModel(nn.Module):

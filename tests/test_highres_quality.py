@@ -15,11 +15,12 @@ import time
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageDraw
+
 from comfyui_meticulous.highres import HighResOptions, UncertainBand, segment_highres
-from comfyui_meticulous.training.synthetic import CoverageModel
 from comfyui_meticulous.metrics import mba_mq, mba_radii
 from comfyui_meticulous.metrics.morphology import gradient
-from PIL import Image, ImageDraw
+from comfyui_meticulous.training.synthetic import CoverageModel
 
 SUPERSAMPLING = 2
 

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from torch import nn
+
 from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.inference import Prediction, inference_size, normalise, predict, predict_logits
-from torch import nn
 
 
 class MeanModel(nn.Module):

@@ -4,6 +4,7 @@ RefineMask-style refiner, and their use as refine and fuse steps."""
 import pytest
 import torch
 import torch.nn.functional as F
+
 from comfyui_meticulous.errors import InputError, WeightsError
 from comfyui_meticulous.highres import BandFusion
 from comfyui_meticulous.highres.learned import LearnedFusion, refine_prediction

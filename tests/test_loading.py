@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from safetensors.torch import save_file
+
 from comfyui_meticulous.errors import WeightsError
 from comfyui_meticulous.models import BASNet, BiRefNet, load_model
 from comfyui_meticulous.models.backbones.swin import relative_position_index
-from safetensors.torch import save_file
 
 
 @pytest.fixture(scope="module")

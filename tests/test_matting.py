@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+
 from comfyui_meticulous import matting
 from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.matting.components import label_components

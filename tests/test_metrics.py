@@ -11,6 +11,8 @@ import numpy as np
 import py_sod_metrics
 import pytest
 import torch
+from PIL import Image
+
 from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.metrics import (
     Evaluator,
@@ -35,7 +37,6 @@ from comfyui_meticulous.metrics.cli import add_eval_parser
 from comfyui_meticulous.metrics.distance import nearest_feature
 from comfyui_meticulous.metrics.morphology import dilate, disc, erode
 from comfyui_meticulous.metrics.region import boundary_width, inner_boundary
-from PIL import Image
 
 # Both sides evaluate the same float64 formulas on the same maps; only the summation order
 # differs (~1e-15). 1e-6 leaves room for that, while a different convention (the ``>=`` of a

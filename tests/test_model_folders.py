@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import constants
+from safetensors.torch import save_file
+
 from comfyui_meticulous.errors import WeightsError
 from comfyui_meticulous.nodes.model_folders import register_model_folders
 from comfyui_meticulous.weights import WeightsEntry, host_folders, resolve_weights, set_host_folders
-from huggingface_hub import constants
-from safetensors.torch import save_file
 
 
 class FakeFolderPaths(types.ModuleType):

@@ -15,11 +15,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from standin import comfyui, write_test_weights  # noqa: F401  (comfyui is a fixture)
 from torch import nn
 
 from comfyui_meticulous.errors import InputError, WeightsError
 from comfyui_meticulous.inference import Prediction, inference_size, normalise
+
+from standin import comfyui, write_test_weights  # noqa: F401  (comfyui is a fixture)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
 from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.inference.images import normalise
 from comfyui_meticulous.models.learned import block_metadata, load_block, read_manifest
@@ -27,7 +29,6 @@ from comfyui_meticulous.training.cli import push_to_hub
 from comfyui_meticulous.training.losses import block_loss, target_at
 from comfyui_meticulous.training.trainer import training_outputs
 from comfyui_meticulous.weights.integrity import sha256_file
-from PIL import Image
 
 TINY_REFINEMASK = {"pyramid": [8, 8, 16, 16], "width": 32}
 TINY_HIERPR = {"encoder": "resnet50", "encoder_options": {"base": 8, "blocks": [1, 1, 1, 1], "out_channels": 16},

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.inference import predict_logits
 from comfyui_meticulous.inference.images import IMAGENET_MEAN, IMAGENET_STD
 from comfyui_meticulous.video import TemporalState, batch_size_for, matte_video, model_runner, retention, stabilise
-from torch import nn
-
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -26,6 +26,9 @@ import huggingface_hub.file_download
 import jsonschema
 import pytest
 import torch
+from huggingface_hub import constants
+from safetensors.torch import save_file
+
 from comfyui_meticulous.errors import WeightsError
 from comfyui_meticulous.models import load_model
 from comfyui_meticulous.weights import (
@@ -37,8 +40,6 @@ from comfyui_meticulous.weights import (
     set_host_folders,
 )
 from comfyui_meticulous.weights.cli import add_download_parser, add_models_parser
-from huggingface_hub import constants
-from safetensors.torch import save_file
 
 REPO = Path(__file__).resolve().parents[1]
 COMMIT = "4d6f8a1c2b3e5f7091a2b3c4d5e6f708192a3b4c"

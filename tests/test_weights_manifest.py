@@ -5,6 +5,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+
 from comfyui_meticulous.errors import WeightsError
 from comfyui_meticulous.weights import catalogue, get_entry, load_catalogue
 

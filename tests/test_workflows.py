@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 from standin import comfyui, write_test_weights  # noqa: F401  (comfyui is a fixture)
 from workflow_format import (
     CHECKPOINT_NODES,
