@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..inference.files import IMAGE_SUFFIXES
 from .boundary import mba_mq
 from .correction import hce
 from .inputs import as_binary, as_scores, check_pair
@@ -34,7 +35,6 @@ METRICS = {
     "MQ": ("meticulosity quality", True, 4),
     "HCE": ("human correction efforts, gamma = 5 (clicks)", False, 1),
 }
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def metric_names(spec: str | None) -> list[str]:
