@@ -22,8 +22,9 @@ VIDEO_PREVIEW = {"VHS_LoadVideo", "VHS_VideoCombine"}
 # Widgets the frontend adds that widgets_values does not list.
 EXTRA_WIDGETS = {"VHS_LoadVideo": 1}  # its upload button
 GROUP_TITLE_HEIGHT = 34  # the bar a group's title is drawn in (font_size 24 plus padding)
-# Fit-to-view of a 1600x900 window leaves a canvas of about 1530x840; below a zoom of 0.6 the
-# frontend stops drawing text, so the graph must fit 1530/0.6 by 840/0.6 graph pixels.
+# Fit-to-view of a 1600x900 window leaves a canvas of about 1530x840; below a zoom of about 0.6
+# the frontend draws nodes without their text (LiteGraph.Canvas.MinFontSizeForLOD), so the graph
+# must fit about 1530/0.6 by 840/0.6 graph pixels.
 MAX_WIDTH, MAX_HEIGHT = 2400, 1300
 
 WORKFLOWS = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in workflow_files()}
