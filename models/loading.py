@@ -150,7 +150,8 @@ def load_model(source: str | os.PathLike | StateDict, device: torch.device | str
             entry = get_entry(source)
             path = resolve_weights(source)
         state_dict, origin = read_safetensors(path), str(path)
-    order = patch_order or (entry.patch_order if entry else "einops")
+    # Catalogue entries of networks without image patches (BASNet) give no order.
+    order = patch_order or (entry.patch_order if entry else None) or "einops"
     model = build_from_state_dict(state_dict, dtype=dtype, patch_order=order, expect=expect, origin=origin)
     if entry is not None:
         entry.configure(model)

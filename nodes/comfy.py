@@ -17,6 +17,19 @@ imitates):
   ``get_filename_list`` and ``get_full_path_or_raise``
 
 Model folders are registered by :mod:`.model_folders`, which imports ``folder_paths`` itself.
+
+Supported: ComfyUI v0.3.64 and later. Where versions differ:
+
+* v0.3.64 calls the extension's ``get_node_list()`` without ``on_load()``: the model folders
+  are registered when :mod:`.registry` is imported (newer versions call ``on_load()`` first,
+  which registers again and changes nothing).
+* v0.3.64 refuses a schema whose input and output share an id ("Ids must be unique between
+  inputs and outputs"); newer versions allow it. Our output ids never repeat an input id
+  (``loaded_model``, ``local_prediction``, ``edited_mask``), with display names that read as before.
+* v0.3.64's V3 progress API (``set_progress``) is broken: progress goes through
+  ``comfy.utils.ProgressBar``, which every version has.
+* Core's ``background_removal`` model folder exists only in newer versions:
+  :mod:`.model_folders` looks in ``models/background_removal`` without registering it.
 """
 
 from collections.abc import Callable
@@ -99,7 +112,10 @@ def load_for_inference(patcher, memory_required: int) -> nn.Module:
 
     The load is always full: the networks are plain torch modules whose layers cannot be
     streamed from host memory the way ComfyUI's own low-VRAM layers are, so a partial load
-    would leave layers on the wrong device.
+    would leave layers on the wrong device. ComfyUI's ModelPatcher (v0.3.64 and later) moves a
+    partial load module by module and skips modules holding parameters beside child layers,
+    such as Swin attention with its relative-position bias table and index buffer; a full load
+    moves the whole network, buffers included (``--lowvram`` does not change that).
     """
     model_management.load_models_gpu([patcher], memory_required=memory_required, force_full_load=True)
     return patcher.model

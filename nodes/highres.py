@@ -91,7 +91,7 @@ class UncertaintyRefine(io.ComfyNode):
                 *window_inputs(),
                 learned_input(REFINERS, "refine the windows with it"),
             ],
-            outputs=[Pred.Output("prediction", display_name="local prediction",
+            outputs=[Pred.Output("local_prediction", display_name="local prediction",
                                  tooltip="Full-resolution logits with the refined windows blended in, "
                                          "and where they carry evidence.")],
         )

@@ -17,7 +17,9 @@ def _mask_input() -> io.Mask.Input:
 
 
 def _mask_output() -> io.Mask.Output:
-    return io.Mask.Output("mask", tooltip=MASK_OUT)
+    # Output ids must differ from input ids (ComfyUI v0.3.64 refuses the schema otherwise); the
+    # socket still reads "mask".
+    return io.Mask.Output("edited_mask", display_name="mask", tooltip=MASK_OUT)
 
 
 class MaskLevels(io.ComfyNode):

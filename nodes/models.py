@@ -4,7 +4,7 @@ import os
 
 from ..models import load_model
 from ..models.learned import is_block_file
-from ..weights import catalogue
+from ..weights import catalogue, installed_path
 from .comfy import PRECISION_OPTIONS, compute_device, io, model_dtype, model_file_path, model_files, wrap_model
 from .common import Model
 
@@ -25,6 +25,19 @@ def model_choices() -> list[str]:
                         if os.path.basename(name) not in known and not is_block_file(model_file_path(name)))]
 
 
+def installed_models() -> list[str]:
+    """Catalogue ids whose file is already in a model folder or the Hugging Face cache (looked up
+    by name only: nothing is read, hashed or downloaded)."""
+    return [model_id for model_id, entry in catalogue().items() if installed_path(entry) is not None]
+
+
+def model_tooltip() -> str:
+    installed = installed_models()
+    return ("A catalogue id (downloaded when missing; `python -m comfyui_meticulous models` lists sizes "
+            "and tasks) or a .safetensors file found in models/meticulous. Installed catalogue models: "
+            f"{', '.join(installed) if installed else 'none yet'}.")
+
+
 class LoadModel(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -39,17 +52,17 @@ class LoadModel(io.ComfyNode):
                         "model like its own: it is offloaded when memory is needed and 'Unload "
                         "models' frees it.",
             inputs=[
-                io.Combo.Input("model", options=model_choices(), default=DEFAULT_MODEL,
-                               tooltip="A catalogue id (downloaded when missing; `python -m "
-                                       "comfyui_meticulous models` lists sizes and tasks) or a "
-                                       ".safetensors file found in models/meticulous."),
+                # Option values stay plain ids and file names, so saved workflows keep working;
+                # which catalogue models are on disk is said in the tooltip.
+                io.Combo.Input("model", options=model_choices(), default=DEFAULT_MODEL, tooltip=model_tooltip()),
                 io.Combo.Input("precision", options=PRECISION_OPTIONS, default="auto",
                                tooltip="Weight precision. auto: bf16 on GPUs that support it, "
                                        "else fp16 where ComfyUI deems it safe, else fp32; always "
                                        "fp32 on CPU and Apple MPS. A forced value is used as given."),
             ],
-            outputs=[Model.Output("model", tooltip="The loaded model, for Segment, Coarse Predict "
-                                                   "and the high-resolution nodes.")],
+            # Output ids must differ from input ids (ComfyUI v0.3.64 refuses the schema otherwise).
+            outputs=[Model.Output("loaded_model", display_name="model",
+                                  tooltip="The loaded model, for Segment, Coarse Predict and the high-resolution nodes.")],
         )
 
     @classmethod

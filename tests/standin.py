@@ -2,8 +2,10 @@
 
 Test modules use it with ``from standin import comfyui  # noqa: F401``. Each test gets fresh
 stand-in modules (``tests/comfy_standin`` on ``sys.path``), a ComfyUI base folder in
-``tmp_path``, the Hugging Face Hub offline, and the extension's ``on_load`` already run; all of
-it is removed again afterwards, so other test files never see a ``comfy`` module.
+``tmp_path``, the Hugging Face Hub offline, and the extension loaded the way the oldest
+supported ComfyUI (v0.3.64) loads it: ``get_node_list()`` without ``on_load()``, each schema
+validated; all of it is removed again afterwards, so other test files never see a ``comfy``
+module. :func:`load_nodes` loads it the way newer versions do, ``on_load()`` first.
 """
 
 import asyncio
@@ -27,6 +29,17 @@ def write_test_weights(det_weights, reference_dir: Path, path: Path) -> Path:
     save_file({key: value.contiguous() for key, value in det_weights.deterministic_state_dict(spec).items()},
               str(path))
     return path
+
+
+def load_nodes(extension, on_load: bool) -> dict:
+    """``{node_id: class}`` as ComfyUI registers an extension's nodes: ``on_load()`` first in
+    newer versions (``on_load=True``), not at all in v0.3.64; every schema validated as
+    v0.3.64 does (ids unique, none shared between inputs and outputs)."""
+    if on_load:
+        asyncio.run(extension.on_load())
+    node_list = asyncio.run(extension.get_node_list())
+    assert isinstance(node_list, list)
+    return {node.GET_SCHEMA().node_id: node for node in node_list}
 
 
 def _forget_comfyui() -> None:
@@ -59,8 +72,7 @@ def comfyui(tmp_path, monkeypatch):
     from comfyui_meticulous.nodes import extension
 
     loaded = asyncio.run(extension())
-    asyncio.run(loaded.on_load())
-    nodes = {node.define_schema().node_id: node for node in asyncio.run(loaded.get_node_list())}
+    nodes = load_nodes(loaded, on_load=False)
     try:
         yield SimpleNamespace(api=comfy_api.latest, mm=comfy.model_management, utils=comfy.utils,
                               folder_paths=folder_paths, extension=loaded, nodes=nodes)

@@ -20,7 +20,7 @@ from torch import nn
 from comfyui_meticulous.errors import InputError, WeightsError
 from comfyui_meticulous.inference import Prediction, inference_size, normalise
 
-from standin import comfyui, write_test_weights  # noqa: F401  (comfyui is a fixture)
+from standin import comfyui, load_nodes, write_test_weights  # noqa: F401  (comfyui is a fixture)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,8 +87,7 @@ def test_every_node_has_a_prefixed_id_category_and_tooltips(comfyui):
         assert issubclass(node, comfyui.api.io.ComfyNode)
         for part in (*schema.inputs, *schema.outputs):
             assert part.tooltip and len(part.tooltip) > 10, (node_id, part.id)
-        assert len({i.id for i in schema.inputs}) == len(schema.inputs)
-        assert len({o.id for o in schema.outputs}) == len(schema.outputs)
+        schema.validate()  # ids unique, and none shared between inputs and outputs (v0.3.64)
         for inp in schema.inputs:
             if getattr(inp, "options", None) is not None:
                 assert inp.default in inp.options, (node_id, inp.id)
@@ -96,10 +95,22 @@ def test_every_node_has_a_prefixed_id_category_and_tooltips(comfyui):
                 assert inp.min <= inp.default <= inp.max, (node_id, inp.id)
 
 
-def test_registers_through_comfyuis_loader_contract(comfyui, monkeypatch):
+def test_the_stand_in_refuses_what_comfyui_v0_3_64_refuses(comfyui):
+    io = comfyui.api.io
+    shared = io.Schema(node_id="Shared", inputs=[io.Mask.Input("mask")], outputs=[io.Mask.Output("mask")])
+    with pytest.raises(ValueError, match="Ids must be unique between inputs and outputs"):
+        shared.validate()
+    twice = io.Schema(node_id="Twice", inputs=[io.Mask.Input("a"), io.Image.Input("a")])
+    with pytest.raises(ValueError, match="Input ids must be unique"):
+        twice.validate()
+
+
+@pytest.mark.parametrize("on_load", [False, True], ids=["v0.3.64", "newer"])
+def test_registers_through_comfyuis_loader_contract(comfyui, monkeypatch, on_load):
     """As ComfyUI's ``load_custom_node``: the folder imported under its own name, then
-    ``comfy_entrypoint`` -> ComfyExtension -> ``on_load`` -> ``get_node_list``. Nothing may
-    touch the network while the node list and its schemas are built."""
+    ``comfy_entrypoint`` -> ComfyExtension -> (``on_load``, newer versions only) ->
+    ``get_node_list`` -> each schema validated. The model folder must be registered either
+    way, and nothing may touch the network while the node list and its schemas are built."""
     def refuse(*args, **kwargs):
         raise AssertionError("network access while ComfyUI builds the node list")
     monkeypatch.setattr(socket.socket, "connect", refuse)
@@ -108,15 +119,13 @@ def test_registers_through_comfyuis_loader_contract(comfyui, monkeypatch):
                                                   submodule_search_locations=[str(REPO_ROOT)])
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, name, module)
+    # A fresh ComfyUI: no folder registered yet by the copy the fixture loaded.
+    monkeypatch.delitem(comfyui.folder_paths.folder_names_and_paths, "meticulous")
     try:
         spec.loader.exec_module(module)
         extension = asyncio.run(module.comfy_entrypoint())
         assert isinstance(extension, comfyui.api.ComfyExtension)
-        asyncio.run(extension.on_load())
-        node_list = asyncio.run(extension.get_node_list())
-        assert isinstance(node_list, list)
-        schemas = [node.define_schema() for node in node_list]
-        assert {schema.node_id for schema in schemas} == set(comfyui.nodes)
+        assert set(load_nodes(extension, on_load=on_load)) == set(comfyui.nodes)
         assert "meticulous" in comfyui.folder_paths.folder_names_and_paths
     finally:
         for loaded in [key for key in sys.modules if key.startswith(name + ".")]:
@@ -138,6 +147,21 @@ def test_model_list_has_catalogue_ids_and_other_files_once(comfyui, installed_b0
     assert choices[:2] == ["birefnet", "birefnet-lite"]
     assert installed_b0 in choices and "from_yaml.safetensors" in choices
     assert "ZhengPeng7_BiRefNet_lite.safetensors" not in choices and "notes.txt" not in choices
+
+
+def test_the_model_combo_offers_every_catalogue_id_and_says_which_are_installed(comfyui):
+    from comfyui_meticulous.weights import catalogue
+    loader = comfyui.nodes["MeticulousLoadModel"]
+    (combo,) = [inp for inp in loader.GET_SCHEMA().inputs if inp.id == "model"]
+    assert list(catalogue()) == combo.options[:len(catalogue())] and "basnet" in combo.options
+    assert combo.tooltip.endswith("Installed catalogue models: none yet.")
+    folder = Path(comfyui.folder_paths.get_folder_paths("meticulous")[0])
+    folder.mkdir(parents=True, exist_ok=True)
+    for model_id in ("basnet", "birefnet-lite"):
+        (folder / catalogue()[model_id].local_filename).write_bytes(b"not read while listing")
+    (combo,) = [inp for inp in loader.GET_SCHEMA().inputs if inp.id == "model"]
+    assert combo.tooltip.endswith("Installed catalogue models: birefnet-lite, basnet.")
+    assert list(catalogue()) == combo.options  # option values stay the plain ids
 
 
 def test_load_model_wraps_the_network_for_comfyui(comfyui, installed_b0):

@@ -6,6 +6,7 @@ attributes under the names ComfyUI uses (``id``, ``optional``, ``tooltip``, ``de
 way from this module and from ComfyUI itself.
 """
 
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -45,7 +46,8 @@ class Output:
     def __init__(self, id: str = None, display_name: str = None, tooltip: str = None,
                  is_output_list=False):
         self.id = id
-        self.display_name = display_name if display_name else id
+        # Kept as given: /object_info names an output without one by its type (e.g. "MASK").
+        self.display_name = display_name
         self.tooltip = tooltip
         self.is_output_list = is_output_list
 
@@ -191,6 +193,22 @@ class Schema:
     not_idempotent: bool = False
     enable_expand: bool = False
 
+    def validate(self) -> None:
+        """ComfyUI v0.3.64's check when it registers a node: ids unique among the inputs, among
+        the outputs, and between the two (newer versions dropped the last rule; a pack that
+        passes here passes there)."""
+        input_ids = [i.id for i in self.inputs]
+        output_ids = [o.id for o in self.outputs]
+        issues = []
+        for kind, ids in (("Input", input_ids), ("Output", output_ids)):
+            if len(set(ids)) != len(ids):
+                issues.append(f"{kind} ids must be unique, but "
+                              f"{[item for item, count in Counter(ids).items() if count > 1]} are not.")
+        if shared := set(input_ids) & set(output_ids):
+            issues.append(f"Ids must be unique between inputs and outputs, but {shared} are not.")
+        if issues:
+            raise ValueError("\n".join(issues))
+
 
 class ComfyNode:
     """Base of V3 nodes: classmethods only, no instance state.
@@ -204,6 +222,14 @@ class ComfyNode:
     @classmethod
     def define_schema(cls) -> Schema:
         raise NotImplementedError
+
+    @classmethod
+    def GET_SCHEMA(cls) -> Schema:
+        """What ComfyUI calls when it registers the node and for ``/object_info``: the schema,
+        validated."""
+        schema = cls.define_schema()
+        schema.validate()
+        return schema
 
     @classmethod
     def execute(cls, **kwargs) -> "NodeOutput":
