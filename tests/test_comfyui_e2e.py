@@ -69,7 +69,7 @@ def _photo(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, det_weights, reference_dir):
+def server(tmp_path_factory):
     """A running ComfyUI with the pack installed; yields ``(url, base folder)``."""
     comfyui = Path(COMFYUI_DIR)
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
@@ -80,7 +80,7 @@ def server(tmp_path_factory, det_weights, reference_dir):
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
     (base / "models" / "meticulous").mkdir(parents=True)
-    write_test_weights(det_weights, reference_dir, base / "models" / "meticulous" / WEIGHTS)
+    write_test_weights(base / "models" / "meticulous" / WEIGHTS)
     (base / "input").mkdir()
     _photo(base / "input" / "example.png")
     port = _free_port()
