@@ -18,8 +18,6 @@ from .metrics.cli import add_eval_parser
 from .training.cli import add_train_parser
 from .weights.cli import add_download_parser, add_models_parser
 
-DEFAULT_MODEL = "birefnet"
-
 
 def _add_cut_parser(subparsers) -> None:
     cut = subparsers.add_parser("cut", help="cut the main object out of images",
@@ -29,9 +27,9 @@ def _add_cut_parser(subparsers) -> None:
     cut.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
     source = cut.add_mutually_exclusive_group()
     source.add_argument("--weights", type=Path, metavar="FILE", help="a BiRefNet or BASNet .safetensors file")
-    source.add_argument("--model", default=DEFAULT_MODEL, metavar="ID",
-                        help=f"model id from the catalogue (default: {DEFAULT_MODEL}; "
-                             f"see `python -m comfyui_meticulous models`)")
+    source.add_argument("--model", metavar="ID",
+                        help="model id from the catalogue (default: birefnet on a GPU, birefnet-lite on the "
+                             "CPU; see `python -m comfyui_meticulous models`)")
     cut.add_argument("--resolution", type=int, metavar="N",
                      help="run the model at N×N (multiple of 32) instead of its native size")
     cut.add_argument("--keep-aspect", action="store_true",
@@ -49,13 +47,14 @@ def _add_cut_parser(subparsers) -> None:
 def run_cut(args: argparse.Namespace) -> int:
     from .highres import HighResOptions, segment_highres
     from .inference import predict
-    from .inference.device import pick_device, pick_dtype
+    from .inference.device import default_model, pick_device, pick_dtype
     from .inference.files import find_images, load_image, save_mask, save_rgba
     from .models import load_model
 
     paths = find_images(args.inputs)
     device = pick_device(args.device)
-    model = load_model(args.weights or args.model, device=device, dtype=pick_dtype(device, args.precision))
+    model = load_model(args.weights or args.model or default_model(device), device=device,
+                       dtype=pick_dtype(device, args.precision))
     args.output.mkdir(parents=True, exist_ok=True)
     for index, path in enumerate(paths, start=1):
         started = time.perf_counter()

@@ -21,6 +21,13 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def default_model(device: torch.device) -> str:
+    """The catalogue id to use on ``device`` when the user names no model: the full BiRefNet
+    (Swin-L) on a GPU, the Swin-T "lite" one on the CPU, where it needs 2-3x less time and half
+    the memory (README, "Which model `cut` uses"; ``bench/bench_default_model.py``)."""
+    return "birefnet-lite" if device.type == "cpu" else "birefnet"
+
+
 def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     """``auto``: bf16 on CUDA GPUs that support it, fp16 on other CUDA GPUs, fp32 elsewhere.
 

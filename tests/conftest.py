@@ -1,55 +1,37 @@
 """Shared test fixtures.
 
-Parity fixtures live in ``../shared/reference`` beside the repository (or wherever
-``METICULOUS_SHARED`` points). They are required: a missing folder fails the tests that
-need it instead of skipping them, so a green run always means parity was checked.
+The data the suite needs lives in ``tests/fixtures``: the official implementations' key
+manifests and compact parity cases (``fixtures/reference``, read through ``parity_fixtures``,
+which also regenerates their weights) and the ComfyUI node schema snapshots
+(``fixtures/comfyui``). A fresh clone runs every check with nothing beside it; larger optional
+parity cases are used when the shared folder is there (see ``parity_fixtures``).
 """
 
-import importlib.util
-import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("METICULOUS_SHARED", REPO.parent / "shared"))
-REFERENCE = SHARED / "reference"
-
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.fail(
-            f"parity fixtures not found at {path}; check out the shared folder beside the "
-            f"repository or set METICULOUS_SHARED", pytrace=False)
-    return path
+import parity_fixtures
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    return _require(REFERENCE)
+    """The in-repo folder with the key manifests (``birefnet/keys_*.tsv``, ``basnet/keys.tsv``)."""
+    return parity_fixtures.REFERENCE
 
 
 @pytest.fixture(scope="session")
-def det_weights(reference_dir):
-    """The fixtures' own ``deterministic_weights`` module, loaded from the shared folder."""
-    spec = importlib.util.spec_from_file_location(
-        "deterministic_weights", reference_dir / "deterministic_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def det_weights():
+    """The deterministic weight generator: ``load_spec``, ``deterministic_state_dict``,
+    ``state_dict_sha256``."""
+    return parity_fixtures
 
 
 @pytest.fixture(scope="session")
-def load_case(reference_dir):
-    """``load_case("birefnet/birefnet_swin_v1_t_512x512")`` -> (tensors, metadata)."""
-    def load(name: str):
-        base = reference_dir / name
-        return (load_file(str(_require(base.with_suffix(".safetensors")))),
-                json.loads(_require(base.with_suffix(".json")).read_text()))
-    return load
+def load_case():
+    """``load_case("birefnet/birefnet_swin_v1_t_192x256")`` -> (tensors, metadata)."""
+    return parity_fixtures.load_case
 
 
 @pytest.fixture

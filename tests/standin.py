@@ -19,15 +19,16 @@ from safetensors.torch import save_file
 
 from comfyui_meticulous.weights import set_host_folders
 
+from parity_fixtures import REFERENCE, deterministic_state_dict, load_spec
+
 STANDIN = Path(__file__).resolve().parent / "comfy_standin"
 PACK = "comfyui_meticulous.nodes"
 
 
-def write_test_weights(det_weights, reference_dir: Path, path: Path) -> Path:
+def write_test_weights(path: Path) -> Path:
     """Deterministic BiRefNet (PVT-v2-b0) weights from the parity fixtures' key manifest."""
-    spec = det_weights.load_spec(reference_dir / "birefnet" / "keys_pvt_v2_b0.tsv")
-    save_file({key: value.contiguous() for key, value in det_weights.deterministic_state_dict(spec).items()},
-              str(path))
+    spec = load_spec(REFERENCE / "birefnet" / "keys_pvt_v2_b0.tsv")
+    save_file({key: value.contiguous() for key, value in deterministic_state_dict(spec).items()}, str(path))
     return path
 
 

@@ -9,8 +9,11 @@ from comfyui_meticulous.errors import InputError, WeightsError
 from comfyui_meticulous.models.backbones import BACKBONES, BackboneSpec, build_backbone, detect_backbone
 from comfyui_meticulous.models.backbones.swin import relative_position_index
 
-PARITY_CASES = [("swin_v1_t", "birefnet/birefnet_swin_v1_t_512x512"),
-                ("pvt_v2_b0", "birefnet/birefnet_pvt_v2_b0_384x640")]
+from parity_fixtures import parity_cases
+
+# In-repo compact cases first, then the optional larger ones (``parity_fixtures``).
+PARITY_CASES = parity_cases("birefnet/birefnet_swin_v1_t_192x256", "birefnet/birefnet_pvt_v2_b0_160x224",
+                            "birefnet/birefnet_swin_v1_t_512x512", "birefnet/birefnet_pvt_v2_b0_384x640")
 _DTYPES = {"float32": torch.float32, "int64": torch.int64}
 
 
@@ -103,9 +106,10 @@ def test_detect_backbone_rejects_unknown_weights(manifest):
         detect_backbone(sd)
 
 
-@pytest.mark.parametrize("name,case", PARITY_CASES)
-def test_parity_with_official_backbone(name, case, load_case, det_weights, manifest):
+@pytest.mark.parametrize("case", PARITY_CASES)
+def test_parity_with_official_backbone(case, load_case, det_weights, manifest):
     tensors, meta = load_case(case)
+    name = meta["manifest"].removeprefix("keys_").removesuffix(".tsv")
     spec = manifest(name)
     assert det_weights.state_dict_sha256(det_weights.deterministic_state_dict(spec)) \
         == meta["weights_sha256"]

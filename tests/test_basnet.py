@@ -9,8 +9,12 @@ from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.inference import normalise
 from comfyui_meticulous.models.basnet import BASNet, is_basnet_state_dict
 
-# Named by its .json sidecar; the tensors are the .safetensors file beside it.
-CASE = "basnet/basnet_256x256"
+from parity_fixtures import parity_cases
+
+# Named by its .json sidecar; the tensors are the .safetensors file beside it. The compact case
+# is in the repository, the larger one is optional (``parity_fixtures``).
+CASE = "basnet/basnet_128x160"
+LARGE_CASE = "basnet/basnet_256x256"
 
 # Fixture statistic -> (module whose output it is, whether the model applies ReLU after it).
 STAT_SOURCES = {
@@ -72,8 +76,9 @@ def test_manifest_weights_load_strictly_and_match_the_fixture_digest(det_weights
     assert not result.missing_keys and not result.unexpected_keys
 
 
-def test_parity_with_official_logits_and_statistics(model, load_case):
-    tensors, meta = load_case(CASE)
+@pytest.mark.parametrize("case", parity_cases(CASE, LARGE_CASE))
+def test_parity_with_official_logits_and_statistics(model, load_case, case):
+    tensors, meta = load_case(case)
     captured = {}
 
     def capture(name, relu):

@@ -6,7 +6,11 @@ import torch
 from comfyui_meticulous.models import BiRefNet, build_from_state_dict
 from comfyui_meticulous.models.backbones import BACKBONES
 
-CASES = ["birefnet/birefnet_swin_v1_t_512x512", "birefnet/birefnet_pvt_v2_b0_384x640"]
+from parity_fixtures import parity_cases
+
+# The compact cases are in the repository; the larger ones are optional (``parity_fixtures``).
+COMPACT_CASES = ["birefnet/birefnet_swin_v1_t_192x256", "birefnet/birefnet_pvt_v2_b0_160x224"]
+LARGE_CASES = ["birefnet/birefnet_swin_v1_t_512x512", "birefnet/birefnet_pvt_v2_b0_384x640"]
 
 
 def _manifest(reference_dir, det_weights, backbone):
@@ -69,7 +73,7 @@ class _Recorder:
         return record
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", parity_cases(*COMPACT_CASES, *LARGE_CASES))
 def test_matches_official_outputs(load_case, reference_dir, det_weights, case):
     tensors, meta = load_case(case)
     spec = det_weights.load_spec(reference_dir / "birefnet" / meta["manifest"])
@@ -100,7 +104,7 @@ def test_matches_official_outputs(load_case, reference_dir, det_weights, case):
 
 def test_legacy_patch_order_permutes_channels(load_case, reference_dir, det_weights):
     """Legacy-ordered weights run in the legacy order equal einops-ordered weights in einops order."""
-    tensors, meta = load_case(CASES[1])
+    tensors, meta = load_case(COMPACT_CASES[1])
     spec = det_weights.load_spec(reference_dir / "birefnet" / meta["manifest"])
     state_dict = det_weights.deterministic_state_dict(spec)
     legacy = dict(state_dict)

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import save_file
 
 from comfyui_meticulous.cli import main
+from comfyui_meticulous.inference.device import default_model
+from comfyui_meticulous.weights import get_entry
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,15 @@ def test_cut_writes_rgba_and_mask_per_image(weights, tmp_path, capsys):
     assert "[2/2]" in capsys.readouterr().err
 
 
+def test_default_model_is_the_full_birefnet_on_a_gpu_and_the_lite_one_on_the_cpu():
+    # Swin-T needs 2-3x less time than Swin-L on the CPU (README, "Which model `cut` uses").
+    full, lite = get_entry(default_model(torch.device("cuda"))), get_entry(default_model(torch.device("cpu")))
+    assert (full.id, full.backbone) == ("birefnet", "swin_v1_l")
+    assert (lite.id, lite.backbone) == ("birefnet-lite", "swin_v1_t")
+    assert lite.resolution == full.resolution and lite.task == full.task
+    assert get_entry(default_model(torch.device("mps"))) == full
+
+
 def test_cut_reports_bad_input_without_traceback(weights, tmp_path):
     result = subprocess.run([sys.executable, "-m", "comfyui_meticulous", "cut", str(tmp_path / "missing.jpg"),
                              "-o", str(tmp_path / "out"), "--weights", str(weights)],
@@ -73,8 +85,6 @@ def test_cut_hires_refines_and_writes_full_size_outputs(weights, tmp_path):
 
 
 def test_outputs_are_renamed_into_place_never_left_half_written(tmp_path, monkeypatch):
-    import torch
-
     from comfyui_meticulous.inference import files
 
     target = tmp_path / "cut.png"

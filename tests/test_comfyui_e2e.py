@@ -171,7 +171,7 @@ def server(host, tmp_path_factory, det_weights, reference_dir):
     (nodes / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
     (nodes / host.vhs.name).symlink_to(host.vhs, target_is_directory=True)
     ours = base / "models" / "meticulous"
-    write_test_weights(det_weights, reference_dir, ours / WEIGHTS)
+    write_test_weights(ours / WEIGHTS)
     shutil.copy(ours / WEIGHTS, shared / YAML_WEIGHTS)
     _deterministic_weights(det_weights, reference_dir, "basnet/keys.tsv", ours / get_entry("basnet").local_filename)
     for name, inpaint in CHECKPOINTS.items():

@@ -43,9 +43,8 @@ class PixelModel(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def b0_file(det_weights, reference_dir, tmp_path_factory):
-    return write_test_weights(det_weights, reference_dir,
-                              tmp_path_factory.mktemp("weights") / "birefnet_b0_test.safetensors")
+def b0_file(tmp_path_factory):
+    return write_test_weights(tmp_path_factory.mktemp("weights") / "birefnet_b0_test.safetensors")
 
 
 @pytest.fixture

@@ -24,12 +24,16 @@ from pathlib import Path
 
 import huggingface_hub.file_download
 import jsonschema
+import numpy as np
 import pytest
 import torch
 from huggingface_hub import constants
+from PIL import Image
 from safetensors.torch import save_file
 
+from comfyui_meticulous.cli import main as cli_main
 from comfyui_meticulous.errors import WeightsError
+from comfyui_meticulous.inference.device import default_model
 from comfyui_meticulous.models import load_model
 from comfyui_meticulous.weights import (
     HostFolders,
@@ -270,6 +274,33 @@ def test_a_manifest_id_loads_through_load_model(hub, weights):
     assert model.native_resolution == entry.resolution == (1024, 1024)
     key = "bb.patch_embed1.proj.weight"
     assert torch.equal(model.state_dict()[key], weights.state_dict[key])
+
+
+def test_a_download_first_says_what_it_fetches_how_big_and_where_to(hub, entries, weights, comfy_models, capsys):
+    path = resolve_weights(entries["test-pvt"])
+    said = capsys.readouterr().err
+    assert (f"First use of BiRefNet PVT-v2-b0 test weights [test-pvt]: downloading "
+            f"{len(weights.data) / 1e6:,.0f} MB from {hub.endpoint}/meticulous-test/birefnet-pvt/") in said
+    assert f"  to {path}" in said
+    assert resolve_weights(entries["test-pvt"]) == path
+    assert "First use" not in capsys.readouterr().err  # installed now: nothing to announce
+    resolve_weights(entries["test-pvt-tofu"], progress=False)
+    assert capsys.readouterr().err == ""  # quiet when asked
+
+
+def test_quick_start_cut_downloads_the_default_model_and_cuts_out_the_sample_photo(hub, weights, tmp_path, capsys):
+    # The README's first command on a CPU machine, with a stand-in file under the default model's name.
+    entry = get_entry(default_model(torch.device("cpu")))
+    hub.add(entry.repo, entry.filename, weights.data)
+    out = tmp_path / "cutouts"
+    assert cli_main(["cut", str(REPO / "samples" / "cat.jpg"), "-o", str(out), "--device", "cpu"]) == 0
+    said = capsys.readouterr().err
+    size = f"{'' if entry.size_exact else '~'}{entry.size / 1e6:,.0f} MB"
+    assert f"First use of {entry.title} [{entry.id}]: downloading {size}" in said
+    assert f"  to the Hugging Face cache {constants.HF_HUB_CACHE}" in said
+    rgba, mask = Image.open(out / "cat.png"), Image.open(out / "cat_mask.png")
+    assert rgba.mode == "RGBA" and rgba.size == mask.size == Image.open(REPO / "samples" / "cat.jpg").size
+    assert np.ptp(np.asarray(mask)) > 0
 
 
 @pytest.mark.parametrize("host", [True, False], ids=["model-folder", "hf-cache"])

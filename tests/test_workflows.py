@@ -1,6 +1,6 @@
 """Every file in ``workflows/`` is a sound ComfyUI workflow.
 
-Node types must exist in the ComfyUI core or VideoHelperSuite schemas (``../shared/comfyui``)
+Node types must exist in the ComfyUI core or VideoHelperSuite schemas (``fixtures/comfyui``)
 or be ours (schemas from ``define_schema`` through the ComfyUI stand-in); links must join
 matching types; widget values must be allowed by the schemas. Every workflow that needs no
 diffusion checkpoint runs on the stand-in, the core and VideoHelperSuite nodes reduced to what
@@ -90,7 +90,7 @@ def test_workflows_chain_the_intended_blocks(infos):
 
 
 def keeps_alpha(values: dict) -> bool:
-    """Whether VHS_VideoCombine's format settings write an alpha channel (``../shared/comfyui/NOTES.md``)."""
+    """Whether VHS_VideoCombine's format settings write an alpha channel (``fixtures/README.md``)."""
     return (values["format"] in ("video/ffv1-mkv", "video/8bit-png", "video/16bit-png", "image/webp")
             or (values["format"] == "video/ProRes" and values["profile"] in ("4444", "4444xq"))
             or (values["format"] == "video/webm" and values["pix_fmt"] == "yuva420p"))
@@ -217,10 +217,10 @@ def test_every_checkpoint_free_workflow_runs_on_the_stand_in():
 
 
 @pytest.mark.parametrize("name", STAND_IN_RUNS)
-def test_checkpoint_free_workflow_runs_on_the_stand_in(comfyui, infos, name, det_weights, reference_dir):
+def test_checkpoint_free_workflow_runs_on_the_stand_in(comfyui, infos, name):
     folder = Path(comfyui.folder_paths.get_folder_paths("meticulous")[0])
     folder.mkdir(parents=True)
-    write_test_weights(det_weights, reference_dir, folder / "test_b0.safetensors")
+    write_test_weights(folder / "test_b0.safetensors")
     workflow = load(name)
     for node in workflow["nodes"]:
         if node["type"] == "MeticulousLoadModel":

@@ -1,17 +1,16 @@
 """UI-format workflow files: node schemas, validation against them, conversion to the API format.
 
 Schemas are in the format of ComfyUI's ``GET /object_info`` (``input`` / ``input_order`` /
-``output`` per node type): the core and VideoHelperSuite snapshots in ``../shared/comfyui``,
+``output`` per node type): the core and VideoHelperSuite snapshots in ``fixtures/comfyui``,
 our nodes' own ``define_schema`` turned into the same format by :func:`node_info`, or a running
-server's answer. The rules for ``widgets_values`` follow ``../shared/comfyui/NOTES.md``.
+server's answer. The rules for ``widgets_values`` are in ``fixtures/README.md``.
 """
 
 import json
-import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("METICULOUS_SHARED", REPO.parent / "shared"))
+SNAPSHOTS = Path(__file__).resolve().parent / "fixtures" / "comfyui"
 WORKFLOWS = REPO / "workflows"
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -28,9 +27,8 @@ VHS_UI_KEYS = {"videopreview"}
 
 def snapshot_info() -> dict:
     """Core (without the paid cloud-API nodes) and VideoHelperSuite schemas from the snapshot."""
-    folder = SHARED / "comfyui"
-    core = json.loads((folder / "object_info_core.json").read_text())
-    vhs = json.loads((folder / "object_info_vhs.json").read_text())
+    core = json.loads((SNAPSHOTS / "object_info_core.json").read_text())
+    vhs = json.loads((SNAPSHOTS / "object_info_vhs.json").read_text())
     core = {name: info for name, info in core.items() if not info["python_module"].startswith("comfy_api_nodes")}
     return core | vhs
 

@@ -10,6 +10,7 @@ when it is imported).
 
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,9 +109,21 @@ def resolve_weights(model: str | WeightsEntry, *, search_dirs: Sequence[PathLike
     if constants.is_offline_mode():
         raise _missing(entry, folders, target, "offline mode is on (HF_HUB_OFFLINE=1)")
     expected = _published_digest(entry, folders, target)
+    if progress:
+        _announce_download(entry, target)
     if target is None:
         return _download_to_cache(entry, folders, expected, progress)
     return _download_to_folder(entry, target, folders, expected, progress)
+
+
+def _announce_download(entry: WeightsEntry, target: Path | None) -> None:
+    """Say on stderr what is downloaded, how big it is and where it goes, before the first byte:
+    a first ``cut`` may otherwise seem to hang for minutes on a file of hundreds of MB."""
+    size = "size unknown" if entry.size is None else f"{'' if entry.size_exact else '~'}{entry.size / 1e6:,.0f} MB"
+    where = (target / entry.local_filename if target is not None
+             else f"the Hugging Face cache {constants.HF_HUB_CACHE}")
+    print(f"First use of {entry.title} [{entry.id}]: downloading {size} from {weights_url(entry)}\n"
+          f"  to {where}", file=sys.stderr, flush=True)
 
 
 def _verified(entry: WeightsEntry, path: Path, folders: list[Path], *, moved_aside: bool) -> Path:
