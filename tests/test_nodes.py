@@ -19,13 +19,14 @@ from torch import nn
 
 from comfyui_meticulous.errors import InputError, WeightsError
 from comfyui_meticulous.inference import Prediction, inference_size, normalise
+from comfyui_meticulous.models.base import SegmentationModel
 
 from standin import comfyui, write_test_weights  # noqa: F401  (comfyui is a fixture)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class PixelModel(nn.Module):
+class PixelModel(SegmentationModel):
     """Logit = scale·(mean of the normalised input): a per-pixel function; records its input shapes."""
 
     native_resolution = (64, 64)
@@ -537,13 +538,13 @@ def test_refine_and_fuse_nodes_take_learned_weights(comfyui, installed_b0):
     from comfyui_meticulous.highres import BandFusion, UncertainBand, uncertainty_refine
     from comfyui_meticulous.highres.learned import LearnedFusion
     from comfyui_meticulous.models.hrsod import GLFN
-    from comfyui_meticulous.models.learned import load_block, save_block
+    from comfyui_meticulous.models import load_model, save_model
     from comfyui_meticulous.models.refinemask import RefineMaskRefiner
 
     folder = Path(comfyui.folder_paths.get_folder_paths("meticulous")[0])
     torch.manual_seed(0)
-    save_block(GLFN(), folder / "my_glfn.safetensors", "glfn")
-    save_block(RefineMaskRefiner(pyramid=(8, 8, 16, 16), width=32), folder / "my_refiner.safetensors", "refinemask")
+    save_model(GLFN(), folder / "my_glfn.safetensors")
+    save_model(RefineMaskRefiner(pyramid=(8, 8, 16, 16), width=32), folder / "my_refiner.safetensors")
 
     def options(node_id):
         schema = comfyui.nodes[node_id].define_schema()
@@ -560,7 +561,7 @@ def test_refine_and_fuse_nodes_take_learned_weights(comfyui, installed_b0):
     (local,) = run(comfyui.nodes["MeticulousUncertaintyRefine"], model=wrapped(PixelModel()), image=batch,
                    prediction=coarse, rule="mos", fraction=0.1, zoom=1.0, max_patches=0, batch_size=0,
                    learned_weights="my_refiner.safetensors")
-    expected, _ = uncertainty_refine(load_block(folder / "my_refiner.safetensors"), batch, coarse, UncertainBand(),
+    expected, _ = uncertainty_refine(load_model(folder / "my_refiner.safetensors"), batch, coarse, UncertainBand(),
                                      batch_size=1)
     torch.testing.assert_close(local.logits, expected.logits)
     assert (local.support == 1).any()
@@ -568,11 +569,11 @@ def test_refine_and_fuse_nodes_take_learned_weights(comfyui, installed_b0):
     fuse = comfyui.nodes["MeticulousGlobalLocalFuse"]
     (fused,) = run(fuse, global_prediction=coarse, local_prediction=local, rule="mos", fraction=0.1,
                    learned_weights="my_glfn.safetensors", image=batch)
-    direct = LearnedFusion(load_block(folder / "my_glfn.safetensors"), BandFusion(UncertainBand()))(coarse, local, batch)
+    direct = LearnedFusion(load_model(folder / "my_glfn.safetensors"), BandFusion(UncertainBand()))(coarse, local, batch)
     torch.testing.assert_close(fused.logits, direct.logits)
     with pytest.raises(InputError, match="connect the image"):
         run(fuse, global_prediction=coarse, local_prediction=local, rule="mos", fraction=0.1,
             learned_weights="my_glfn.safetensors")
-    with pytest.raises(WeightsError, match="refinemask block, but"):
+    with pytest.raises(WeightsError, match="refinemask refiner network, but a fusion network"):
         run(fuse, global_prediction=coarse, local_prediction=local, rule="mos", fraction=0.1,
             learned_weights="my_refiner.safetensors", image=batch)

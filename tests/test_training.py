@@ -11,7 +11,8 @@ from PIL import Image
 
 from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.inference.images import normalise
-from comfyui_meticulous.models.learned import block_metadata, load_block, read_manifest
+from comfyui_meticulous.models import load_model
+from comfyui_meticulous.weights.trained import read_manifest, trained_header
 from comfyui_meticulous.training import (
     PerturbedTruth,
     TensorPairs,
@@ -189,9 +190,9 @@ def test_export_reloads_bit_identically(tmp_path):
     assert entry["sha256"] == sha256_file(path) and entry["size"] == path.stat().st_size
     assert entry["training"]["data"] == "two synthetic scenes" and entry["training"]["steps"] == 2
     assert entry["metrics"] == trainer.metrics
-    assert block_metadata(path)["metrics"] == trainer.metrics
+    assert trained_header(path)["metrics"] == trainer.metrics
 
-    for loaded in (load_block(path), load_block("hierpr-test", folders=[tmp_path])):
+    for loaded in (load_model(path), load_model("hierpr-test", folders=[tmp_path])):
         x, coarse = normalise(data.images), torch.randn(2, 1, 8, 8)
         trainer.model.eval()
         with torch.no_grad():
@@ -224,7 +225,7 @@ def test_train_command_trains_exports_and_resumes(tmp_path, capsys):
     assert entry["id"] == "glfn-scenes" and entry["training"]["steps"] == 3
     assert "perturbed ground truth" in entry["training"]["data"]
     assert 0 <= entry["metrics"]["mBA"] <= 1
-    assert isinstance(load_block(tmp_path / "out" / "glfn-scenes.safetensors"), torch.nn.Module)
+    assert isinstance(load_model(tmp_path / "out" / "glfn-scenes.safetensors"), torch.nn.Module)
 
     # A longer run in the same folder resumes from the checkpoint.
     args = parser.parse_args([*argv[:-6], "--steps", "4", "--val-every", "4", "--checkpoint-every", "2",
