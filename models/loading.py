@@ -257,7 +257,8 @@ def _source_path(source: str | os.PathLike, folders: list[str | os.PathLike] | N
     path = Path(source)
     if path.exists() or not isinstance(source, str) or os.sep in source or "/" in source or path.suffix:
         return path, None
-    from ..weights import catalogue, get_entry, resolve_weights
+    from ..weights.catalogue import catalogue, get_entry
+    from ..weights.hub import resolve_weights
     if source not in catalogue() and folders:
         return resolve_trained(source, list(folders)), None
     entry = get_entry(source)

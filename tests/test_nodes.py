@@ -147,7 +147,7 @@ def test_load_model_wraps_the_network_for_comfyui(comfyui, installed_b0):
     assert isinstance(patcher, sys.modules["comfy.model_patcher"].ModelPatcher)
     assert patcher.load_device == comfyui.mm.get_torch_device()
     assert patcher.offload_device == comfyui.mm.unet_offload_device()
-    assert patcher.model.family == "birefnet" and not patcher.model.training
+    assert patcher.model.architecture == "birefnet" and not patcher.model.training
     assert {p.dtype for p in patcher.model.parameters()} == {torch.float32}  # auto on the CPU
     assert patcher.model_size() > 1_000_000
     (forced,) = run(loader, model=installed_b0, precision="bf16")

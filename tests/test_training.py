@@ -266,3 +266,24 @@ def test_a_frozen_model_can_provide_the_coarse_input(tmp_path, highres):
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert 0 <= trainer.metrics["coarse_mBA"] <= 1
     assert not any(p.requires_grad for p in frozen.model.parameters())
+
+
+def test_basnet_trains_on_its_own_normalisation(tmp_path, monkeypatch):
+    # BASNet divides each image by its maximum before the ImageNet statistics (as at inference);
+    # training must feed it the same, not the ImageNet normalisation of the other blocks.
+    from comfyui_meticulous.training import trainer as trainer_module
+
+    modes = []
+    real = trainer_module.normalise
+    monkeypatch.setattr(trainer_module, "normalise", lambda images, mode="imagenet": modes.append(mode) or real(images, mode))
+    data = scenes(2, 32)
+    data.images[1] *= 0.5  # a dark image: "max" stretches it, "imagenet" does not
+    trainer = Trainer(options("basnet", steps=2, batch_size=1), data, tmp_path)
+    seen = []
+    trainer.model.inconv.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    trainer.run()
+    assert trainer.step == 2 and modes == ["max", "max"]
+    for x in seen:
+        own = [torch.allclose(x[0], normalise(image[None], "max")[0]) for image in data.images]
+        imagenet = [torch.allclose(x[0], normalise(image[None], "imagenet")[0]) for image in data.images]
+        assert any(own) and not any(imagenet)
