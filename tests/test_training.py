@@ -276,14 +276,16 @@ def test_basnet_trains_on_its_own_normalisation(tmp_path, monkeypatch):
     modes = []
     real = trainer_module.normalise
     monkeypatch.setattr(trainer_module, "normalise", lambda images, mode="imagenet": modes.append(mode) or real(images, mode))
-    data = scenes(2, 32)
-    data.images[1] *= 0.5  # a dark image: "max" stretches it, "imagenet" does not
-    trainer = Trainer(options("basnet", steps=2, batch_size=1), data, tmp_path)
+    data = scenes(2, 64)
+    data.images[0] *= 0.5  # dark images: "max" stretches them, "imagenet" does not
+    data.images[1] *= 0.7
+    trainer = Trainer(options("basnet", steps=2, size=64), data, tmp_path)
     seen = []
     trainer.model.inconv.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
     trainer.run()
     assert trainer.step == 2 and modes == ["max", "max"]
-    for x in seen:
-        own = [torch.allclose(x[0], normalise(image[None], "max")[0]) for image in data.images]
-        imagenet = [torch.allclose(x[0], normalise(image[None], "imagenet")[0]) for image in data.images]
+    assert len(seen) == 2
+    for item in torch.cat(seen):
+        own = [torch.allclose(item, normalise(image[None], "max")[0]) for image in data.images]
+        imagenet = [torch.allclose(item, normalise(image[None], "imagenet")[0]) for image in data.images]
         assert any(own) and not any(imagenet)
