@@ -37,8 +37,9 @@ def refine_prediction(model: SegmentationModel, images: torch.Tensor, prediction
 
     Each image is resized to :func:`working_size` and normalised; the block gets the
     prediction's logits as they are (it resizes them). A block with a ``receptive_radius`` (GLFN)
-    runs in stripes of ``stripe_rows`` rows, so it can work at the full size of an 8K image. Returns logits at the working size, on
-    the model's device; ``progress(done, total)`` counts images.
+    runs in stripes of ``stripe_rows`` rows, so it can work at the full size of an 8K image.
+    Returns logits at the working size, on the model's device; ``progress(done, total)`` counts
+    images.
     """
     images = check_images(images)
     if not require_contract(model).takes_coarse:

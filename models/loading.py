@@ -180,7 +180,8 @@ def _complete_state_dict(model: torch.nn.Module, state_dict: StateDict, dtype: t
             # A fresh copy: tensors read from a file can sit at addresses that send the CPU
             # kernels down another vector path, which changes the last bits of the outputs.
             complete[key] = tensor.to(dtype, copy=True)
-        elif computed is not None and key.endswith("relative_position_index") and not torch.equal(tensor.long(), computed):
+        elif (computed is not None and key.endswith("relative_position_index")
+              and not torch.equal(tensor.long(), computed)):
             raise WeightsError(f"{origin}: key '{key}' does not hold the standard Swin relative-position index")
         else:
             complete[key] = tensor.to(like.dtype)

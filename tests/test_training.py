@@ -275,7 +275,8 @@ def test_basnet_trains_on_its_own_normalisation(tmp_path, monkeypatch):
 
     modes = []
     real = trainer_module.normalise
-    monkeypatch.setattr(trainer_module, "normalise", lambda images, mode="imagenet": modes.append(mode) or real(images, mode))
+    monkeypatch.setattr(trainer_module, "normalise",
+                        lambda images, mode="imagenet": modes.append(mode) or real(images, mode))
     data = scenes(2, 64)
     data.images[0] *= 0.5  # dark images: "max" stretches them, "imagenet" does not
     data.images[1] *= 0.7
