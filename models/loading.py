@@ -256,7 +256,9 @@ def _source_path(source: str | os.PathLike, folders: list[str | os.PathLike] | N
     """The file and catalogue entry (or None) ``source`` names: a path, a catalogue id, or the
     id of a trained model listed in ``learned_models.json`` in one of ``folders``."""
     path = Path(source)
-    if path.exists() or not isinstance(source, str) or os.sep in source or "/" in source or path.suffix:
+    suffix = path.suffix.lower()
+    if (path.exists() or not isinstance(source, str) or os.sep in source or "/" in source
+            or suffix in (".safetensors", *PICKLE_SUFFIXES)):
         return path, None
     from ..weights.catalogue import catalogue, get_entry
     from ..weights.hub import resolve_weights

@@ -600,6 +600,8 @@ def test_each_trained_network_is_offered_by_the_node_that_uses_it(comfyui, insta
 
     models = options("MeticulousLoadModel", "model")
     assert installed_b0 in models and {"gsn.safetensors", "hierpr-l.safetensors"} <= set(models)
+    model_input = next(i for i in comfyui.nodes["MeticulousLoadModel"].define_schema().inputs if i.id == "model")
+    assert "rmbg-2: CC BY-NC 4.0 (non-commercial use only); every other model: MIT" in model_input.tooltip
     assert not {"lrn.safetensors", "glfn.safetensors", "hierpr-h.safetensors", "refinemask.safetensors"} & set(models)
     assert options("MeticulousUncertaintyRefine", "learned_weights") == [
         "none (training-free)", "hierpr-h.safetensors", "lrn.safetensors", "refinemask.safetensors"]

@@ -100,11 +100,14 @@ def catalogue() -> dict[str, WeightsEntry]:
 
 
 def licence_summary() -> str:
-    """One line naming each licence of the catalogue and the ids under it."""
+    """One line naming the catalogue's licences: the ids under each, the most common one last
+    as "every other model"."""
     by_licence: dict[str, list[str]] = {}
     for entry in catalogue().values():
         by_licence.setdefault(entry.licence_text, []).append(entry.id)
-    return "; ".join(f"{licence}: {', '.join(ids)}" for licence, ids in by_licence.items())
+    common = max(by_licence, key=lambda licence: len(by_licence[licence]))
+    parts = [f"{', '.join(ids)}: {licence}" for licence, ids in by_licence.items() if licence != common]
+    return "; ".join([*parts, f"every other model: {common}"] if parts else [f"every model: {common}"])
 
 
 def get_entry(model_id: str) -> WeightsEntry:
