@@ -26,7 +26,9 @@ def _add_cut_parser(subparsers) -> None:
     cut.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     cut.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
     source = cut.add_mutually_exclusive_group()
-    source.add_argument("--weights", type=Path, metavar="FILE", help="a BiRefNet or BASNet .safetensors file")
+    source.add_argument("--weights", type=Path, metavar="FILE",
+                        help="a .safetensors file: published BiRefNet/BASNet weights or a network trained with "
+                             "`train` that predicts on its own (GSN, BASNet, MeticulousNet L)")
     source.add_argument("--model", metavar="ID",
                         help="model id from the catalogue (default: birefnet on a GPU, birefnet-lite on the "
                              "CPU; see `python -m comfyui_meticulous models`)")
@@ -54,7 +56,7 @@ def run_cut(args: argparse.Namespace) -> int:
     paths = find_images(args.inputs)
     device = pick_device(args.device)
     model = load_model(args.weights or args.model or default_model(device), device=device,
-                       dtype=pick_dtype(device, args.precision))
+                       dtype=pick_dtype(device, args.precision), role="coarse")
     args.output.mkdir(parents=True, exist_ok=True)
     for index, path in enumerate(paths, start=1):
         started = time.perf_counter()

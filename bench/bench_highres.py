@@ -64,7 +64,9 @@ def _stand_in(native: int, width: int):
     channels at the input size) make the per-window memory visible."""
     from torch import nn
 
-    class StandIn(nn.Module):
+    from comfyui_meticulous.models.base import SegmentationModel
+
+    class StandIn(SegmentationModel):
         native_resolution = (native, native)
         size_multiple = 32
         input_normalisation = "imagenet"

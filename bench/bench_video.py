@@ -27,11 +27,12 @@ from torch import nn
 
 from comfyui_meticulous.inference import predict_logits
 from comfyui_meticulous.video import matte_video, model_runner
+from comfyui_meticulous.models.base import SegmentationModel
 
 MODES = ("batched", "batched+smooth", "per-frame", "naive")
 
 
-class TinyNet(nn.Module):
+class TinyNet(SegmentationModel):
     """A small encoder-decoder with the model protocol, native 512x512."""
 
     native_resolution = (512, 512)

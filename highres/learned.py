@@ -8,21 +8,21 @@ the :class:`~comfyui_meticulous.highres.Fusion` interface.
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from ..checks import check_images
 from ..errors import InputError
 from ..inference.images import normalise, resize_images
 from ..inference.predict import ProgressFn, model_device_dtype
 from ..inference.prediction import Prediction
-from ..models.hrsod import GLFN, run_in_stripes
+from ..models.base import SegmentationModel, require_contract
+from ..models.hrsod import run_in_stripes
 from .fusion import BandFusion, Fusion
 
 
-def working_size(model: nn.Module, image_size: tuple[int, int], resolution: int | None) -> tuple[int, int]:
+def working_size(model: SegmentationModel, image_size: tuple[int, int], resolution: int | None) -> tuple[int, int]:
     """``(h, w)`` a block runs at: ``resolution²`` (rounded to its size multiple), or the image's
     own size rounded to the nearest multiple when ``resolution`` is None."""
-    multiple = getattr(model, "size_multiple", 1)
+    multiple = require_contract(model).size_multiple
     if resolution is not None:
         if resolution < multiple:
             raise InputError(f"resolution {resolution} is too small; use at least {multiple}")
@@ -30,31 +30,32 @@ def working_size(model: nn.Module, image_size: tuple[int, int], resolution: int 
     return tuple(max(multiple, round(side / multiple) * multiple) for side in image_size)
 
 
-def refine_prediction(model: nn.Module, images: torch.Tensor, prediction: Prediction, *,
+def refine_prediction(model: SegmentationModel, images: torch.Tensor, prediction: Prediction, *,
                       resolution: int | None = None, stripe_rows: int = 512,
                       progress: ProgressFn | None = None) -> Prediction:
     """Run a coarse-taking block on ``images`` ``[B,H,W,3]`` and ``prediction`` of them.
 
     Each image is resized to :func:`working_size` and normalised; the block gets the
-    prediction's logits as they are (it resizes them). GLFN runs in stripes of ``stripe_rows``
-    rows, so it can work at the full size of an 8K image. Returns logits at the working size, on
-    the model's device; ``progress(done, total)`` counts images.
+    prediction's logits as they are (it resizes them). A block with a ``receptive_radius`` (GLFN)
+    runs in stripes of ``stripe_rows`` rows, so it can work at the full size of an 8K image.
+    Returns logits at the working size, on the model's device; ``progress(done, total)`` counts
+    images.
     """
     images = check_images(images)
-    if not getattr(model, "takes_coarse", False):
+    if not require_contract(model).takes_coarse:
         raise InputError(f"{type(model).__name__} does not refine a prediction; use it as a coarse model")
     if prediction.batch != images.shape[0] or tuple(prediction.image_size) != tuple(images.shape[1:3]):
         raise InputError(f"the prediction is for {prediction.batch} image(s) of {prediction.image_size}, but "
                          f"{images.shape[0]} image(s) of {tuple(images.shape[1:3])} were given")
     device, dtype = model_device_dtype(model)
     size = working_size(model, tuple(images.shape[1:3]), resolution)
-    mode = getattr(model, "input_normalisation", "imagenet")
+    mode = model.input_normalisation
     outputs = []
     with torch.inference_mode():
         for index in range(images.shape[0]):
             x = normalise(resize_images(images[index:index + 1].to(device, torch.float32), size), mode).to(dtype)
             coarse = prediction.logits[index:index + 1].to(device, dtype)
-            if isinstance(model, GLFN):
+            if model.receptive_radius is not None:
                 coarse = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
                 outputs.append(run_in_stripes(model, x, coarse, stripe_rows).float())
             else:
@@ -70,7 +71,7 @@ class LearnedFusion(Fusion):
     :class:`~comfyui_meticulous.highres.BandFusion`), then a GLFN over it and the image at
     ``resolution²`` (the paper's 1024²) or at the image's own size (``None``)."""
 
-    model: nn.Module
+    model: SegmentationModel
     base: Fusion = field(default_factory=BandFusion)
     resolution: int | None = 1024
     stripe_rows: int = 512

@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..inference.images import normalise, resize_images
 from ..inference.predict import ProgressFn, inference_size, model_device_dtype
 from ..inference.prediction import Prediction
+from ..models.base import require_contract
 from .planner import Plan, Window, plan_refinement
 from .resample import resize_rows, row_stripes
 from .uncertainty import UncertainBand
@@ -160,7 +161,7 @@ def refine_windows(model: nn.Module, images: torch.Tensor, prediction: Predictio
     check_run_options(batch_size, max_seconds)
     device, dtype = model_device_dtype(model)
     size = patch_input_size(model, resolution)
-    mode = getattr(model, "input_normalisation", "imagenet")
+    mode = require_contract(model).input_normalisation
     jobs = sorted(((rank, index, plan, window) for index, plan in enumerate(plans)
                    for rank, window in enumerate(plan.windows)), key=lambda job: job[:2])
     started, done = time.monotonic(), []
@@ -173,7 +174,7 @@ def refine_windows(model: nn.Module, images: torch.Tensor, prediction: Predictio
             chunk = jobs[start:start + batch_size]
             x = normalise(torch.cat([_crop(images, index, plan, window, size, device)
                                      for _, index, plan, window in chunk]), mode).to(dtype)
-            if getattr(model, "takes_coarse", False):
+            if model.takes_coarse:
                 coarse = torch.cat([_coarse_crop(prediction, index, plan, window, size, device)
                                     for _, index, plan, window in chunk])
                 logits = model(x, coarse.to(dtype)).float()

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..checks import check_images
 from ..errors import InputError
+from ..models.base import SegmentationModel, require_contract
 from .images import normalise, resize_images
 from .prediction import Prediction
 
@@ -18,7 +19,7 @@ def _round_to(value: float, multiple: int) -> int:
     return max(multiple, int(round(value / multiple)) * multiple)
 
 
-def inference_size(model: nn.Module, image_size: tuple[int, int], resolution: int | None = None,
+def inference_size(model: SegmentationModel, image_size: tuple[int, int], resolution: int | None = None,
                    keep_aspect: bool = False) -> tuple[int, int]:
     """The ``(h, w)`` a model runs at for an image of ``image_size`` ``(H, W)``.
 
@@ -28,17 +29,18 @@ def inference_size(model: nn.Module, image_size: tuple[int, int], resolution: in
     count of the square/native size, so objects appear at the scale the model was trained on.
     Every side is rounded to the model's ``size_multiple``.
     """
-    multiple = getattr(model, "size_multiple", 32)
+    model = require_contract(model)
+    multiple = model.size_multiple
     h, w = image_size
     if resolution is not None:
-        smallest = getattr(model, "min_resolution", multiple)
+        smallest = model.smallest_side
         if resolution < smallest:
             raise InputError(f"resolution {resolution} is too small for this model; use at least {smallest}")
         target = (resolution, resolution)
-    elif getattr(model, "native_resolution", None) is not None:
+    elif model.native_resolution is not None:
         target = tuple(model.native_resolution)
     else:
-        low, high = getattr(model, "resolution_range", (256, 2304))
+        low, high = model.resolution_range
         scale = min(1.0, high / max(h, w))
         scale = max(scale, low / min(h, w))
         return (min(high, _round_to(h * scale, multiple)), min(high, _round_to(w * scale, multiple)))
@@ -54,7 +56,7 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return parameter.device, parameter.dtype
 
 
-def predict_logits(model: nn.Module, images: torch.Tensor, *, resolution: int | None = None,
+def predict_logits(model: SegmentationModel, images: torch.Tensor, *, resolution: int | None = None,
                    keep_aspect: bool = False, batch_size: int = 1,
                    progress: ProgressFn | None = None) -> Prediction:
     """Run ``model`` on ``images`` ``[B,H,W,3]`` (0..1) and keep the logits at model resolution.
@@ -68,20 +70,20 @@ def predict_logits(model: nn.Module, images: torch.Tensor, *, resolution: int | 
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     device, dtype = model_device_dtype(model)
     size = inference_size(model, tuple(images.shape[1:3]), resolution, keep_aspect)
-    mode = getattr(model, "input_normalisation", "imagenet")
+    mode = model.input_normalisation
     total = images.shape[0]
     outputs = []
     with torch.inference_mode():
         for start in range(0, total, batch_size):
             chunk = images[start:start + batch_size].to(device=device, dtype=torch.float32, non_blocking=True)
             x = normalise(resize_images(chunk, size), mode).to(dtype)
-            outputs.append(model(x).float())
+            outputs.append(model.run(x).float())
             if progress is not None:
                 progress(min(start + batch_size, total), total)
     return Prediction(torch.cat(outputs), tuple(images.shape[1:3]))
 
 
-def predict(model: nn.Module, images: torch.Tensor, *, resolution: int | None = None,
+def predict(model: SegmentationModel, images: torch.Tensor, *, resolution: int | None = None,
             keep_aspect: bool = False, batch_size: int = 1,
             progress: ProgressFn | None = None) -> torch.Tensor:
     """Foreground probabilities ``[B,H,W]`` at the input size, on the input's device."""

@@ -5,6 +5,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -25,7 +27,7 @@ class Prediction:
 
     def __post_init__(self):
         if self.logits.ndim != 4 or self.logits.shape[1] != 1:
-            raise ValueError(f"Prediction logits must be [B,1,h,w], got {list(self.logits.shape)}")
+            raise InputError(f"Prediction logits must be [B,1,h,w], got {list(self.logits.shape)}")
 
     @property
     def batch(self) -> int:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import InputError
+
 
 def _run_minimum(labels: Tensor, on: Tensor, sentinel: int) -> Tensor:
     """Each pixel of a horizontal run of ``on`` pixels gets the run's minimum label."""
@@ -56,7 +58,7 @@ def label_components(on: Tensor, connectivity: int = 8) -> Tensor:
     ``on.numel()``. Labels are therefore valid indices into a table of ``on.numel() + 1`` slots.
     """
     if connectivity not in (4, 8):
-        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+        raise InputError(f"connectivity must be 4 or 8, got {connectivity}")
     sentinel = on.numel()
     index = torch.arange(sentinel, device=on.device).view_as(on)
     labels = torch.where(on, index, sentinel)

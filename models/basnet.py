@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InputError
+from .base import SegmentationModel
 
 # Keys only BASNet's layout has together: its bridge, its coarsest side output and its refiner.
 _SIGNATURE_KEYS = frozenset({
@@ -104,7 +104,7 @@ class RefUNet(nn.Module):
         return x + self.conv_d0(h)
 
 
-class BASNet(nn.Module):
+class BASNet(SegmentationModel):
     """BASNet for one foreground channel, in the official state-dict layout.
 
     Input ``[B,3,H,W]``, already normalised (see ``normalise_basnet_input``), with H and W
@@ -112,7 +112,7 @@ class BASNet(nn.Module):
     their sigmoid.
     """
 
-    family = "basnet"
+    architecture = "basnet"
     native_resolution = (256, 256)
     size_multiple = 32
     input_normalisation = "max"
@@ -151,9 +151,13 @@ class BASNet(nn.Module):
         d1 = coarse_to_fine[-1]
         return (self.refunet(d1), *reversed(coarse_to_fine), bridge)
 
+    def training_outputs(self, x: Tensor, coarse: Tensor | None = None) -> tuple[Tensor, ...]:
+        """Every output, for the hybrid loss's deep supervision (see :meth:`forward_all`)."""
+        return self.forward_all(x)
+
     def _features(self, x: Tensor) -> list[Tensor]:
         """Bridge output, then decoder stages 6d..1d (strides 32, 32, 16, 8, 4, 2, 1)."""
-        _check_input(x)
+        self.check_input(x)
         h1 = self.encoder1(F.relu(self.inbn(self.inconv(x))))
         h2 = self.encoder2(h1)
         h3 = self.encoder3(h2)
@@ -170,15 +174,6 @@ class BASNet(nn.Module):
                 h = _conv_bn_relu(self, tag, h)
             features.append(h)
         return features
-
-
-def _check_input(x: Tensor) -> None:
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise InputError(f"BASNet expects images shaped [B,3,H,W]; got {list(x.shape)}.")
-    if x.shape[-2] % BASNet.size_multiple or x.shape[-1] % BASNet.size_multiple:
-        raise InputError(
-            f"BASNet needs height and width that are multiples of {BASNet.size_multiple}; got "
-            f"{x.shape[-2]}x{x.shape[-1]}. Resize the image first.")
 
 
 def is_basnet_state_dict(state_dict: Mapping[str, Tensor]) -> bool:

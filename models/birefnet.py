@@ -11,7 +11,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..errors import InputError
 from .backbones import BACKBONES, build_backbone
+from .base import SegmentationModel
 from .birefnet_blocks import BasicDecBlk, BasicLatBlk, SimpleConvs, resize
 
 PATCH_ORDERS = {
@@ -89,14 +91,14 @@ class Decoder(nn.Module):
         return self.conv_out1(torch.cat([p1, self.ipt_blk1(image)], 1))
 
 
-class BiRefNet(nn.Module):
+class BiRefNet(SegmentationModel):
     """BiRefNet for one of the registered backbones.
 
     ``forward(x)``: ImageNet-normalised ``[B, 3, H, W]`` (H, W multiples of 32) -> final-mask
     logits ``[B, 1, H, W]``.
     """
 
-    family = "birefnet"
+    architecture = "birefnet"
     size_multiple = 32
     # The half-scale pass of a smaller input leaves PVT's spatial-reduction convs no room.
     min_resolution = 64
@@ -107,8 +109,9 @@ class BiRefNet(nn.Module):
                  resolution_range: tuple[int, int] = (256, 2304)):
         super().__init__()
         if patch_order not in PATCH_ORDERS:
-            raise ValueError(f"patch_order must be one of {sorted(PATCH_ORDERS)}, got {patch_order!r}")
+            raise InputError(f"patch_order must be one of {sorted(PATCH_ORDERS)}, got {patch_order!r}")
         self.backbone_name = backbone
+        self.config = {"backbone": backbone, "patch_order": patch_order}
         self.native_resolution = native_resolution
         self.resolution_range = resolution_range
         # Multi-scale input doubles every encoder width; deepest first as the decoder uses them.
@@ -125,8 +128,9 @@ class BiRefNet(nn.Module):
     @patch_order.setter
     def patch_order(self, order: str) -> None:
         if order not in PATCH_ORDERS:
-            raise ValueError(f"patch_order must be one of {sorted(PATCH_ORDERS)}, got {order!r}")
+            raise InputError(f"patch_order must be one of {sorted(PATCH_ORDERS)}, got {order!r}")
         self.decoder.patch_order = order
+        self.config["patch_order"] = order
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder features x1..x4 (strides 4..32), full and half-scale pyramids concatenated."""
@@ -137,7 +141,7 @@ class BiRefNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         if h % 32 or w % 32:
-            raise ValueError(f"BiRefNet input sides must be multiples of 32, got {h}x{w}")
+            raise InputError(f"BiRefNet input sides must be multiples of 32, got {h}x{w}")
         x1, x2, x3, x4 = self.encode(x)
         size = x4.shape[-2:]
         x4 = self.squeeze_module(torch.cat([resize(x1, size), resize(x2, size), resize(x3, size), x4], dim=1))

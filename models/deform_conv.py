@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
+
 _Pair = int | tuple[int, int]
 
 
@@ -67,9 +69,9 @@ def modulated_deform_conv2d(input: torch.Tensor, offset: torch.Tensor, mask: tor
     h_out = (h_in + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     w_out = (w_in + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     if c_w != c:
-        raise ValueError(f"weight expects {c_w} input channels, input has {c}")
+        raise InputError(f"weight expects {c_w} input channels, input has {c}")
     if offset.shape != (b, 2 * kh * kw, h_out, w_out) or mask.shape != (b, kh * kw, h_out, w_out):
-        raise ValueError(f"offset {list(offset.shape)} / mask {list(mask.shape)} do not match output "
+        raise InputError(f"offset {list(offset.shape)} / mask {list(mask.shape)} do not match output "
                          f"{h_out}x{w_out} for a {kh}x{kw} kernel")
     # Sample in float32 whatever the model dtype: half-precision grid coordinates are off by
     # a sizeable fraction of a pixel on maps a few hundred pixels wide.

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
-from .hrsod import check_pair, resize_mask
+from .base import SegmentationModel, resize_mask
 
 BLOCK_NAMES = ("S8_0", "S8_1", "S8_2", "S4_2", "S8_3", "S4_3", "S2_3")
 # Output stride of each block: the input stride halved.
@@ -328,7 +328,7 @@ class MaskEncoder(nn.Module):
         return self.encode(torch.cat(maps, 1))
 
 
-class MeticulousNet(nn.Module):
+class MeticulousNet(SegmentationModel):
     """Encoder, deconvolution branch and recursive HierPR decoder.
 
     ``in_channels=3``: MeticulousNet L, ``forward(x)``. ``in_channels=4`` (default): MeticulousNet
@@ -337,7 +337,7 @@ class MeticulousNet(nn.Module):
     None take the encoder's defaults (:data:`DECODER_DEFAULTS`).
     """
 
-    family = "mos"
+    architecture = "hierpr"
     size_multiple = 8
     native_resolution = (224, 224)
     input_normalisation = "imagenet"
@@ -357,7 +357,9 @@ class MeticulousNet(nn.Module):
         self.config = {"encoder": encoder, "in_channels": in_channels, "encoder_options": encoder_options,
                        "widths": list(widths), "head_width": head_width, "point_width": point_width,
                        "point_layers": point_layers, "fraction": fraction}
+        # MeticulousNet L predicts from the image alone; H refines a coarse mask.
         self.takes_coarse = in_channels == 4
+        self.role = "refiner" if self.takes_coarse else "coarse"
         self.encoder = ENCODERS[encoder](in_channels=in_channels, **encoder_options)
         c2, c4, c8 = self.encoder.channels
         w8, w4, w2 = widths
@@ -376,13 +378,15 @@ class MeticulousNet(nn.Module):
     def forward(self, x: Tensor, coarse: Tensor | None = None) -> Tensor:
         return self.forward_all(x, coarse)["S2_3"][1]
 
+    def training_outputs(self, x: Tensor, coarse: Tensor | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+        """Every block's outputs, for the per-block losses (see :meth:`forward_all`)."""
+        return self.forward_all(x, coarse)
+
     def forward_all(self, x: Tensor, coarse: Tensor | None = None) -> dict[str, tuple[Tensor, Tensor]]:
         """Every block's ``(coarse, refined)`` logits, in :data:`BLOCK_NAMES` order; refined maps
         are at strides 4, 4, 4, 2, 4, 2, 1 (see :data:`BLOCK_STRIDES`)."""
-        check_pair(x, coarse if self.takes_coarse else None, self.size_multiple, "MeticulousNet")
+        self.check_input(x, coarse)
         if self.takes_coarse:
-            if coarse is None:
-                raise InputError("this MeticulousNet is a refiner: pass the coarse logits too")
             x = torch.cat([x, 2 * resize_mask(coarse, x.shape[-2:]).to(x.dtype) - 1], 1)
         s2, s4, s8 = self.encoder(x)
         outputs = {"S8_0": self.s8_init(self.d8_init(s8), s4)}

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
+from .base import SegmentationModel, resize_mask
 
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
 VGG16_DEPTHS = (2, 2, 3, 3, 3)
@@ -38,29 +39,6 @@ GLFN_DILATIONS = (1, 6, 12, 18)
 
 def _lrelu(x: Tensor) -> Tensor:
     return F.leaky_relu(x, 0.01)
-
-
-def resize_mask(logits: Tensor, size: tuple[int, int]) -> Tensor:
-    """Float32 probabilities ``[B,1,h,w]`` at ``size`` from logits ``[B,1,H,W]`` (bilinear on
-    logits, antialiased when shrinking; in float32, which every device supports for that)."""
-    logits = logits.float()
-    if tuple(logits.shape[-2:]) != tuple(size):
-        logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False,
-                               antialias=logits.shape[-2] > size[0] or logits.shape[-1] > size[1])
-    return torch.sigmoid(logits)
-
-
-def check_pair(image: Tensor, mask: Tensor | None, multiple: int, name: str) -> None:
-    """Raise :class:`InputError` unless ``image`` is ``[B,3,H,W]`` with sides multiple of
-    ``multiple`` and ``mask`` (if given) is ``[B,1,h,w]`` of the same batch."""
-    if image.ndim != 4 or image.shape[1] != 3:
-        raise InputError(f"{name} expects images shaped [B,3,H,W]; got {list(image.shape)}")
-    if image.shape[-2] % multiple or image.shape[-1] % multiple:
-        raise InputError(f"{name} needs height and width that are multiples of {multiple}; got "
-                         f"{image.shape[-2]}x{image.shape[-1]}. Resize the image first.")
-    if mask is not None and (mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] != image.shape[0]):
-        raise InputError(f"{name} expects coarse logits shaped [B,1,h,w] with B={image.shape[0]}; "
-                         f"got {list(mask.shape)}")
 
 
 def _bilinear_deconv_(deconv: nn.ConvTranspose2d) -> None:
@@ -145,14 +123,13 @@ class _Guidance(nn.Module):
         return _lrelu(self.norm(self.conv(torch.cat([scores, guidance], 1))))
 
 
-class SaliencyFCN(nn.Module):
+class SaliencyFCN(SegmentationModel):
     """The GSN/LRN network; ``guided`` adds the LRN's guidance convs at strides 8 and 4.
 
     ``widths`` are the five VGG block widths, ``branch_width`` and ``dilations`` those of the
     dilated heads; the defaults are the paper's.
     """
 
-    family = "hrsod"
     size_multiple = 16
     native_resolution = (384, 384)
     input_normalisation = "imagenet"
@@ -161,7 +138,8 @@ class SaliencyFCN(nn.Module):
                  dilations: tuple[int, ...] = HEAD_DILATIONS, guided: bool = False):
         super().__init__()
         self.config = {"widths": list(widths), "branch_width": branch_width, "dilations": list(dilations)}
-        self.takes_coarse = guided
+        if guided != self.takes_coarse:
+            raise InputError(f"{type(self).__name__} is {'not ' if self.takes_coarse else ''}a guided network")
         self.trunk = VGG16Trunk(tuple(widths))
         # The released definitions give the conv5_3 score no bias and the other two one.
         self.score5 = ScoreHead(widths[4], branch_width, tuple(dilations), bias=False)
@@ -189,12 +167,14 @@ class SaliencyFCN(nn.Module):
 class GSN(SaliencyFCN):
     """Global Semantic Network: ``[B,3,H,W]`` (H, W multiples of 16) -> logits ``[B,1,H,W]``."""
 
+    architecture = "gsn"
+
     def __init__(self, widths: tuple[int, ...] = VGG16_WIDTHS, branch_width: int = 32,
                  dilations: tuple[int, ...] = HEAD_DILATIONS):
         super().__init__(widths, branch_width, dilations, guided=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_pair(x, None, self.size_multiple, "GSN")
+        self.check_input(x)
         scores = self.scores(x)
         return scores[:, 1:] - scores[:, :1]
 
@@ -203,12 +183,16 @@ class LRN(SaliencyFCN):
     """Local Refinement Network: image ``[B,3,H,W]`` and GSN guidance logits ``[B,1,h,w]`` (any
     size; resized to strides 8 and 4) -> refined logits ``[B,1,H,W]``."""
 
+    architecture = "lrn"
+    role = "refiner"
+    takes_coarse = True
+
     def __init__(self, widths: tuple[int, ...] = VGG16_WIDTHS, branch_width: int = 32,
                  dilations: tuple[int, ...] = HEAD_DILATIONS):
         super().__init__(widths, branch_width, dilations, guided=True)
 
     def forward(self, x: Tensor, coarse: Tensor) -> Tensor:
-        check_pair(x, coarse, self.size_multiple, "LRN")
+        self.check_input(x, coarse)
         scores = self.scores(x, coarse)
         return scores[:, 1:] - scores[:, :1]
 
@@ -229,7 +213,7 @@ class DenseLayer(nn.Module):
         return torch.cat([x, self.conv2(F.relu(self.norm2(y)))], 1)
 
 
-class GLFN(nn.Module):
+class GLFN(SegmentationModel):
     """Global-Local Fusion Network: image ``[B,3,H,W]`` and the combined map's logits
     ``[B,1,h,w]`` (resized to ``H x W``) -> fused logits ``[B,1,H,W]``.
 
@@ -238,7 +222,8 @@ class GLFN(nn.Module):
     bands of rows with identical results.
     """
 
-    family = "hrsod"
+    architecture = "glfn"
+    role = "fusion"
     size_multiple = 1
     native_resolution = (1024, 1024)
     input_normalisation = "imagenet"
@@ -270,7 +255,7 @@ class GLFN(nn.Module):
         return len(self.dense) + max(branch.dilation[0] for branch in self.branches) + 1
 
     def forward(self, x: Tensor, coarse: Tensor) -> Tensor:
-        check_pair(x, coarse, 1, "GLFN")
+        self.check_input(x, coarse)
         prob = resize_mask(coarse, x.shape[-2:])
         h = torch.cat([x, prob.to(x.dtype)], 1)
         h = F.relu(self.norm(self.dense(h)))
@@ -282,9 +267,9 @@ class GLFN(nn.Module):
         return logits
 
 
-def run_in_stripes(model: GLFN, x: Tensor, coarse: Tensor, rows: int = 512) -> Tensor:
+def run_in_stripes(model: SegmentationModel, x: Tensor, coarse: Tensor, rows: int = 512) -> Tensor:
     """``model(x, coarse)`` computed ``rows`` output rows at a time (eval mode), each stripe with
-    :attr:`GLFN.receptive_radius` rows of context, so peak memory follows the stripe, not the
+    the model's ``receptive_radius`` rows of context, so peak memory follows the stripe, not the
     image. ``coarse`` must already be at the size of ``x``."""
     if tuple(coarse.shape[-2:]) != tuple(x.shape[-2:]):
         raise InputError("run_in_stripes needs the coarse logits at the image size")

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .hrsod import check_pair, resize_mask
+from ..errors import InputError
+from .base import SegmentationModel, resize_mask
 
 STAGE_STRIDES = (8, 4, 2, 1)
 
@@ -99,7 +100,7 @@ class FusionStage(nn.Module):
         return logits, torch.cat([h, _up(mask, up_size), resize_mask(coarse, up_size).to(x.dtype)], 1)
 
 
-class RefineMaskRefiner(nn.Module):
+class RefineMaskRefiner(SegmentationModel):
     """Image ``[B,3,H,W]`` (H, W multiples of 8) and coarse logits ``[B,1,h,w]`` -> refined logits.
 
     ``forward`` applies boundary-aware refinement (the inference rule); ``forward_all`` gives the
@@ -107,7 +108,8 @@ class RefineMaskRefiner(nn.Module):
     at strides 1, 2, 4, 8; ``width`` the first stage's (halved at each stage).
     """
 
-    family = "refinemask"
+    architecture = "refinemask"
+    role = "refiner"
     size_multiple = 8
     native_resolution = (512, 512)
     input_normalisation = "imagenet"
@@ -117,7 +119,7 @@ class RefineMaskRefiner(nn.Module):
                  dilations: tuple[int, ...] = (1, 3, 5), band_width: int = 1):
         super().__init__()
         if width // 8 < 4:
-            raise ValueError(f"RefineMask width must be at least 32 to halve through three stages, got {width}")
+            raise InputError(f"RefineMask width must be at least 32 to halve through three stages, got {width}")
         self.config = {"pyramid": list(pyramid), "width": width, "dilations": list(dilations),
                        "band_width": band_width}
         self.band_width = band_width
@@ -138,9 +140,13 @@ class RefineMaskRefiner(nn.Module):
     def forward(self, x: Tensor, coarse: Tensor) -> Tensor:
         return boundary_merge(self.forward_all(x, coarse), self.band_width)
 
+    def training_outputs(self, x: Tensor, coarse: Tensor | None = None) -> list[Tensor]:
+        """Every stage's logits, for the stage loss (see :meth:`forward_all`)."""
+        return self.forward_all(x, coarse)
+
     def forward_all(self, x: Tensor, coarse: Tensor) -> list[Tensor]:
         """Stage logits ``[B,1,H/s,W/s]`` for s = 8, 4, 2, 1."""
-        check_pair(x, coarse, self.size_multiple, "RefineMask refiner")
+        self.check_input(x, coarse)
         features = []
         for level in self.pyramid:
             x = level(x)

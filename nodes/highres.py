@@ -1,14 +1,19 @@
 """High-resolution nodes: refine a coarse prediction where it is unsure, fuse, or do it all at once."""
 
+import functools
+import os
+
 import torch
 
-from ..errors import InputError, WeightsError
+from ..errors import InputError
 from ..highres import (BandFusion, HighResOptions, UncertainBand, patch_input_size, segment_highres,
                        uncertainty_preview, uncertainty_refine)
 from ..highres.learned import LearnedFusion
 from ..highres.uncertainty import RULES
-from ..models.learned import block_metadata, load_block
-from .comfy import compute_device, io, model_file_path, model_files, progress_reporter
+from ..models import load_model
+from ..models.loading import file_role
+from ..models.registry import architectures
+from .comfy import io, model_file_path, model_files, progress_reporter, wrap_model
 from .common import (CPU_BATCH, Model, Pred, cut_out, cutout_outputs, grey_image, ready_model, rgba_colour_input,
                      to_output)
 
@@ -46,31 +51,33 @@ def _band(rule: str, fraction: float) -> UncertainBand:
 
 
 TRAINING_FREE = "none (training-free)"
-# Learned blocks that refine a prediction, and the one that fuses a global and a local one.
-REFINERS = ("hierpr", "refinemask", "lrn")
-FUSERS = ("glfn",)
 
 
-def learned_files(blocks: tuple[str, ...]) -> list[str]:
-    """Files in ``models/meticulous`` holding one of ``blocks`` (read from their headers only)."""
-    found = []
-    for name in model_files():
-        try:
-            if block_metadata(model_file_path(name))["block"] in blocks:
-                found.append(name)
-        except WeightsError:
-            continue  # published network weights, or a file that is not ours: not a learned block
-    return found
+def learned_files(role: str) -> list[str]:
+    """Files in ``models/meticulous`` holding a trained network of ``role`` (``"refiner"`` or
+    ``"fusion"``), read from their headers only."""
+    return [name for name in model_files() if file_role(model_file_path(name)) == role]
 
 
-def learned_input(blocks: tuple[str, ...], use: str) -> io.Combo.Input:
-    return io.Combo.Input("learned_weights", options=[TRAINING_FREE, *learned_files(blocks)], default=TRAINING_FREE,
-                          tooltip=f"A block trained with `python -m comfyui_meticulous train` ({', '.join(blocks)}) "
+def learned_input(role: str, use: str) -> io.Combo.Input:
+    kinds = ", ".join(a.id for a in architectures(role=role, trainable=True))
+    return io.Combo.Input("learned_weights", options=[TRAINING_FREE, *learned_files(role)], default=TRAINING_FREE,
+                          tooltip=f"A network trained with `python -m comfyui_meticulous train` ({kinds}) "
                                   f"from models/meticulous, to {use} instead of the training-free rule.")
 
 
-def _learned(name: str, blocks: tuple[str, ...]):
-    return load_block(model_file_path(name), device=compute_device(), expect=blocks)
+@functools.lru_cache(maxsize=4)
+def _patcher(path: str, stamp: tuple[int, int], role: str):
+    # One ModelPatcher per file version: ComfyUI's model management moves it to the GPU,
+    # offloads it and frees it like the segmentation models; a changed file is read again.
+    return wrap_model(load_model(path, role=role))
+
+
+def learned_patcher(name: str, role: str):
+    """A ModelPatcher holding the trained network in file ``name`` (of ``role``)."""
+    path = model_file_path(name)
+    status = os.stat(path)
+    return _patcher(path, (status.st_size, status.st_mtime_ns), role)
 
 
 class UncertaintyRefine(io.ComfyNode):
@@ -89,7 +96,7 @@ class UncertaintyRefine(io.ComfyNode):
                 Pred.Input("prediction", tooltip=PREDICTION_IN),
                 *band_inputs(),
                 *window_inputs(),
-                learned_input(REFINERS, "refine the windows with it"),
+                learned_input("refiner", "refine the windows with it"),
             ],
             outputs=[Pred.Output("local_prediction", display_name="local prediction",
                                  tooltip="Full-resolution logits with the refined windows blended in, "
@@ -101,9 +108,8 @@ class UncertaintyRefine(io.ComfyNode):
                 max_patches: int, batch_size: int, learned_weights: str = TRAINING_FREE) -> io.NodeOutput:
         if learned_weights != TRAINING_FREE:
             # The learned block refines the same windows in place of the segmentation model.
-            network, batch_size = _learned(learned_weights, REFINERS), batch_size or CPU_BATCH
-        else:
-            network, batch_size = ready_model(model, patch_input_size(model.model), batch_size)
+            model = learned_patcher(learned_weights, "refiner")
+        network, batch_size = ready_model(model, patch_input_size(model.model), batch_size)
         refined, _ = uncertainty_refine(network, image, prediction, _band(rule, fraction), zoom=zoom,
                                         max_patches=max_patches or None, batch_size=batch_size,
                                         progress=progress_reporter(image.shape[0]))
@@ -125,7 +131,7 @@ class GlobalLocalFuse(io.ComfyNode):
                 Pred.Input("local_prediction", tooltip="The refined prediction of the same images, e.g. "
                                                        "from Uncertainty Refine."),
                 *band_inputs(),
-                learned_input(FUSERS, "fuse the two maps with the image (HRSOD's GLFN)"),
+                learned_input("fusion", "fuse the two maps with the image (HRSOD's GLFN)"),
                 io.Image.Input("image", optional=True,
                                tooltip="The images both predictions were made from; needed by learned "
                                        "weights, which look at the picture."),
@@ -140,7 +146,10 @@ class GlobalLocalFuse(io.ComfyNode):
         if learned_weights != TRAINING_FREE:
             if image is None:
                 raise InputError("learned fusion weights look at the picture: connect the image input")
-            fusion = LearnedFusion(_learned(learned_weights, FUSERS), fusion)
+            patcher = learned_patcher(learned_weights, "fusion")
+            fusion = LearnedFusion(patcher.model, fusion)
+            # Moves the network to the compute device, in place, with room for one image.
+            ready_model(patcher, (fusion.resolution, fusion.resolution), 1)
         return io.NodeOutput(fusion(global_prediction, local_prediction, image))
 
 

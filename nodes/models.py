@@ -3,8 +3,8 @@
 import os
 
 from ..models import load_model
-from ..models.learned import is_block_file
-from ..weights import catalogue, installed_path
+from ..models.loading import file_role
+from ..weights import catalogue, installed_path, licence_summary
 from .comfy import PRECISION_OPTIONS, compute_device, io, model_dtype, model_file_path, model_files, wrap_model
 from .common import Model
 
@@ -16,13 +16,15 @@ def model_choices() -> list[str]:
 
     Listing reads the packaged catalogue and the folders only: nothing is downloaded while
     ComfyUI builds its node list. A catalogue file already on disk appears under its id, so it
-    gets the catalogue's native resolution and digest check. Learned refine/fuse blocks are
-    offered by those nodes instead (their headers say what they are).
+    gets the catalogue's native resolution and digest check. Trained networks that predict a
+    mask on their own (GSN, BASNet, MeticulousNet L) are listed; refiners and fusions are
+    offered by the refine/fuse nodes instead (their headers say which is which).
     """
     entries = catalogue()
     known = {entry.local_filename for entry in entries.values()}
     return [*entries, *(name for name in model_files()
-                        if os.path.basename(name) not in known and not is_block_file(model_file_path(name)))]
+                        if os.path.basename(name) not in known
+                        and file_role(model_file_path(name)) in (None, "coarse"))]
 
 
 def installed_models() -> list[str]:
@@ -34,8 +36,9 @@ def installed_models() -> list[str]:
 def model_tooltip() -> str:
     installed = installed_models()
     return ("A catalogue id (downloaded when missing; `python -m comfyui_meticulous models` lists sizes "
-            "and tasks) or a .safetensors file found in models/meticulous. Installed catalogue models: "
-            f"{', '.join(installed) if installed else 'none yet'}.")
+            "and tasks) or a .safetensors file found in models/meticulous (published weights, or a network "
+            "trained with `train`). Installed catalogue models: "
+            f"{', '.join(installed) if installed else 'none yet'}. Licences: {licence_summary()}")
 
 
 class LoadModel(io.ComfyNode):
@@ -68,7 +71,7 @@ class LoadModel(io.ComfyNode):
     @classmethod
     def execute(cls, model: str, precision: str) -> io.NodeOutput:
         source = model if model in catalogue() else model_file_path(model)
-        network = load_model(source, dtype=model_dtype(compute_device(), precision))
+        network = load_model(source, dtype=model_dtype(compute_device(), precision), role="coarse")
         return io.NodeOutput(wrap_model(network))
 
 

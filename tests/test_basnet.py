@@ -4,6 +4,7 @@ and the pre-processing helper."""
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.inference import normalise
@@ -177,3 +178,18 @@ def test_normalise_keeps_an_all_black_image_finite():
     out = normalise(torch.zeros(1, 3, 4, 4), "max")
     expected = -torch.tensor([0.485 / 0.229, 0.456 / 0.224, 0.406 / 0.225]).view(1, 3, 1, 1)
     torch.testing.assert_close(out, expected.expand(1, 3, 4, 4))
+
+
+def test_the_catalogue_id_basnet_loads(weights, tmp_path, monkeypatch):
+    # The catalogue's BASNet entry has no patch order (only BiRefNet has one); loading it by id
+    # used to fail on that.
+    import comfyui_meticulous.weights.hub as hub
+    from comfyui_meticulous.models import load_model
+    from comfyui_meticulous.weights import get_entry
+
+    path = tmp_path / "basnet.safetensors"
+    save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in weights.items()}, str(path))
+    monkeypatch.setattr(hub, "resolve_weights", lambda entry, **options: path)
+    model = load_model("basnet")
+    assert isinstance(model, BASNet) and model.native_resolution == get_entry("basnet").resolution
+    assert get_entry("basnet").patch_order is None

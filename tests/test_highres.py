@@ -29,9 +29,10 @@ from comfyui_meticulous.highres import (
 from comfyui_meticulous.highres.resample import resize_rows, row_stripes
 from comfyui_meticulous.inference import Prediction
 from comfyui_meticulous.inference.images import IMAGENET_MEAN, IMAGENET_STD
+from comfyui_meticulous.models.base import SegmentationModel
 
 
-class PixelModel(nn.Module):
+class PixelModel(SegmentationModel):
     """Stand-in network: logits are a per-pixel function of the normalised input."""
 
     input_normalisation = "imagenet"
@@ -284,9 +285,10 @@ def test_refine_maps_window_results_back_exactly():
         assert (coverage(plan) <= full[b, 0]).all()
 
 
-class CoarseEcho(nn.Module):
+class CoarseEcho(SegmentationModel):
     """A learned-refiner stand-in: returns the coarse logits it is handed for its window."""
 
+    role = "refiner"
     takes_coarse = True
     input_normalisation = "imagenet"
     native_resolution = (64, 64)

@@ -6,9 +6,10 @@ from torch import nn
 
 from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.inference import Prediction, inference_size, normalise, predict, predict_logits
+from comfyui_meticulous.models.base import SegmentationModel
 
 
-class MeanModel(nn.Module):
+class MeanModel(SegmentationModel):
     """Logit = 4·(mean RGB of the normalised input - bias): a pure function of each pixel."""
 
     native_resolution = (64, 64)

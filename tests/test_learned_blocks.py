@@ -11,8 +11,9 @@ from comfyui_meticulous.highres.learned import LearnedFusion, refine_prediction
 from comfyui_meticulous.inference import Prediction
 from comfyui_meticulous.models.hierpr import HierPR, MeticulousNet, select_uncertain
 from comfyui_meticulous.models.hrsod import GLFN, GSN, LRN, run_in_stripes
-from comfyui_meticulous.models.learned import build_block, load_block, save_block
+from comfyui_meticulous.models import load_model, save_model
 from comfyui_meticulous.models.refinemask import RefineMaskRefiner, boundary_band, boundary_merge
+from comfyui_meticulous.models.registry import build
 
 TINY_VGG = {"widths": (8, 8, 16, 16, 16), "branch_width": 8}
 TINY_MOS = {"widths": (16, 16, 8), "point_width": 16, "head_width": 8}
@@ -196,17 +197,17 @@ def test_saved_block_reloads_with_its_configuration(tmp_path):
     torch.manual_seed(6)
     model = TINY["hierpr-mobilenetv3"]().eval()
     path = tmp_path / "block.safetensors"
-    save_block(model, path, "hierpr", {"note": "test"})
-    loaded = load_block(path)
+    save_model(model, path, {"note": "test"})
+    loaded = load_model(path)
     assert isinstance(loaded, MeticulousNet) and loaded.config == model.config and not loaded.training
     x, coarse = torch.randn(1, 3, 32, 32), torch.randn(1, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(loaded(x, coarse), model(x, coarse))
     with pytest.raises(WeightsError, match="glfn"):
-        load_block(path, expect="glfn")
-    assert isinstance(build_block("glfn"), GLFN)
-    with pytest.raises(InputError, match="unknown block"):
-        build_block("unet")
+        load_model(path, expect="glfn")
+    assert isinstance(build("glfn"), GLFN)
+    with pytest.raises(InputError, match="unknown architecture"):
+        build("unet")
 
 
 def test_residual_glfn_starts_as_the_identity_on_the_combined_map():

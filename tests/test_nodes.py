@@ -19,13 +19,14 @@ from torch import nn
 
 from comfyui_meticulous.errors import InputError, WeightsError
 from comfyui_meticulous.inference import Prediction, inference_size, normalise
+from comfyui_meticulous.models.base import SegmentationModel
 
 from standin import comfyui, load_nodes, write_test_weights  # noqa: F401  (comfyui is a fixture)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class PixelModel(nn.Module):
+class PixelModel(SegmentationModel):
     """Logit = scale·(mean of the normalised input): a per-pixel function; records its input shapes."""
 
     native_resolution = (64, 64)
@@ -169,7 +170,7 @@ def test_load_model_wraps_the_network_for_comfyui(comfyui, installed_b0):
     assert isinstance(patcher, sys.modules["comfy.model_patcher"].ModelPatcher)
     assert patcher.load_device == comfyui.mm.get_torch_device()
     assert patcher.offload_device == comfyui.mm.unet_offload_device()
-    assert patcher.model.family == "birefnet" and not patcher.model.training
+    assert patcher.model.architecture == "birefnet" and not patcher.model.training
     assert {p.dtype for p in patcher.model.parameters()} == {torch.float32}  # auto on the CPU
     assert patcher.model_size() > 1_000_000
     (forced,) = run(loader, model=installed_b0, precision="bf16")
@@ -560,13 +561,13 @@ def test_refine_and_fuse_nodes_take_learned_weights(comfyui, installed_b0):
     from comfyui_meticulous.highres import BandFusion, UncertainBand, uncertainty_refine
     from comfyui_meticulous.highres.learned import LearnedFusion
     from comfyui_meticulous.models.hrsod import GLFN
-    from comfyui_meticulous.models.learned import load_block, save_block
+    from comfyui_meticulous.models import load_model, save_model
     from comfyui_meticulous.models.refinemask import RefineMaskRefiner
 
     folder = Path(comfyui.folder_paths.get_folder_paths("meticulous")[0])
     torch.manual_seed(0)
-    save_block(GLFN(), folder / "my_glfn.safetensors", "glfn")
-    save_block(RefineMaskRefiner(pyramid=(8, 8, 16, 16), width=32), folder / "my_refiner.safetensors", "refinemask")
+    save_model(GLFN(), folder / "my_glfn.safetensors")
+    save_model(RefineMaskRefiner(pyramid=(8, 8, 16, 16), width=32), folder / "my_refiner.safetensors")
 
     def options(node_id):
         schema = comfyui.nodes[node_id].define_schema()
@@ -583,7 +584,7 @@ def test_refine_and_fuse_nodes_take_learned_weights(comfyui, installed_b0):
     (local,) = run(comfyui.nodes["MeticulousUncertaintyRefine"], model=wrapped(PixelModel()), image=batch,
                    prediction=coarse, rule="mos", fraction=0.1, zoom=1.0, max_patches=0, batch_size=0,
                    learned_weights="my_refiner.safetensors")
-    expected, _ = uncertainty_refine(load_block(folder / "my_refiner.safetensors"), batch, coarse, UncertainBand(),
+    expected, _ = uncertainty_refine(load_model(folder / "my_refiner.safetensors"), batch, coarse, UncertainBand(),
                                      batch_size=1)
     torch.testing.assert_close(local.logits, expected.logits)
     assert (local.support == 1).any()
@@ -591,11 +592,64 @@ def test_refine_and_fuse_nodes_take_learned_weights(comfyui, installed_b0):
     fuse = comfyui.nodes["MeticulousGlobalLocalFuse"]
     (fused,) = run(fuse, global_prediction=coarse, local_prediction=local, rule="mos", fraction=0.1,
                    learned_weights="my_glfn.safetensors", image=batch)
-    direct = LearnedFusion(load_block(folder / "my_glfn.safetensors"), BandFusion(UncertainBand()))(coarse, local, batch)
+    direct = LearnedFusion(load_model(folder / "my_glfn.safetensors"), BandFusion(UncertainBand()))(coarse, local, batch)
     torch.testing.assert_close(fused.logits, direct.logits)
     with pytest.raises(InputError, match="connect the image"):
         run(fuse, global_prediction=coarse, local_prediction=local, rule="mos", fraction=0.1,
             learned_weights="my_glfn.safetensors")
-    with pytest.raises(WeightsError, match="refinemask block, but"):
+    with pytest.raises(WeightsError, match="refinemask refiner network, but a fusion network"):
         run(fuse, global_prediction=coarse, local_prediction=local, rule="mos", fraction=0.1,
             learned_weights="my_refiner.safetensors", image=batch)
+
+
+def test_each_trained_network_is_offered_by_the_node_that_uses_it(comfyui, installed_b0):
+    from comfyui_meticulous.models import save_model
+    from comfyui_meticulous.models.registry import build
+
+    folder = Path(comfyui.folder_paths.get_folder_paths("meticulous")[0])
+    torch.manual_seed(0)
+    vgg = {"widths": [8, 8, 16, 16, 16], "branch_width": 8}
+    mos = {"encoder": "mobilenetv3", "encoder_options": {"width_mult": 0.25}, "widths": [16, 16, 8],
+           "point_width": 16, "head_width": 8}
+    files = {"gsn": ("gsn", vgg), "lrn": ("lrn", vgg), "glfn": ("glfn", {}), "hierpr-h": ("hierpr", mos),
+             "hierpr-l": ("hierpr", {**mos, "in_channels": 3}),
+             "refinemask": ("refinemask", {"pyramid": [8, 8, 16, 16], "width": 32})}
+    for name, (architecture, config) in files.items():
+        save_model(build(architecture, config), folder / f"{name}.safetensors")
+
+    def options(node_id, input_id):
+        schema = comfyui.nodes[node_id].define_schema()
+        return next(i for i in schema.inputs if i.id == input_id).options
+
+    models = options("MeticulousLoadModel", "model")
+    assert installed_b0 in models and {"gsn.safetensors", "hierpr-l.safetensors"} <= set(models)
+    model_input = next(i for i in comfyui.nodes["MeticulousLoadModel"].define_schema().inputs if i.id == "model")
+    assert "rmbg-2: CC BY-NC 4.0 (non-commercial use only); every other model: MIT" in model_input.tooltip
+    assert not {"lrn.safetensors", "glfn.safetensors", "hierpr-h.safetensors", "refinemask.safetensors"} & set(models)
+    assert options("MeticulousUncertaintyRefine", "learned_weights") == [
+        "none (training-free)", "hierpr-h.safetensors", "lrn.safetensors", "refinemask.safetensors"]
+    assert options("MeticulousGlobalLocalFuse", "learned_weights") == ["none (training-free)", "glfn.safetensors"]
+
+    # A trained whole predictor loads in Load Segmentation Model like published weights and segments.
+    (patcher,) = run(comfyui.nodes["MeticulousLoadModel"], model="gsn.safetensors", precision="auto")
+    assert isinstance(patcher, sys.modules["comfy.model_patcher"].ModelPatcher)
+    assert patcher.model.architecture == "gsn" and patcher.model.role == "coarse"
+    mask, *_ = run(comfyui.nodes["MeticulousSegment"], model=patcher, image=images(1, 40, 56), resolution=64,
+                   keep_aspect=False, batch_size=0, rgba_colour="image")
+    assert mask.shape == (1, 40, 56)
+
+
+def test_learned_blocks_go_through_comfyui_model_management(comfyui, installed_b0):
+    from comfyui_meticulous.models import save_model
+    from comfyui_meticulous.models.refinemask import RefineMaskRefiner
+    from comfyui_meticulous.nodes.highres import learned_patcher
+
+    folder = Path(comfyui.folder_paths.get_folder_paths("meticulous")[0])
+    save_model(RefineMaskRefiner(pyramid=(8, 8, 16, 16), width=32), folder / "refiner.safetensors")
+    coarse = Prediction(torch.randn(1, 1, 16, 24), (64, 96))
+    run(comfyui.nodes["MeticulousUncertaintyRefine"], model=wrapped(PixelModel()), image=sharp_discs(1, 64, 96),
+        prediction=coarse, rule="mos", fraction=0.1, zoom=1.0, max_patches=2, batch_size=0,
+        learned_weights="refiner.safetensors")
+    patcher = learned_patcher("refiner.safetensors", "refiner")
+    assert patcher is learned_patcher("refiner.safetensors", "refiner")  # read from disk once
+    assert patcher in comfyui.mm.loaded  # loaded by ComfyUI's model management, like the networks

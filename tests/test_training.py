@@ -11,7 +11,8 @@ from PIL import Image
 
 from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.inference.images import normalise
-from comfyui_meticulous.models.learned import block_metadata, load_block, read_manifest
+from comfyui_meticulous.models import load_model
+from comfyui_meticulous.weights.trained import read_manifest, trained_header
 from comfyui_meticulous.training import (
     PerturbedTruth,
     TensorPairs,
@@ -189,9 +190,9 @@ def test_export_reloads_bit_identically(tmp_path):
     assert entry["sha256"] == sha256_file(path) and entry["size"] == path.stat().st_size
     assert entry["training"]["data"] == "two synthetic scenes" and entry["training"]["steps"] == 2
     assert entry["metrics"] == trainer.metrics
-    assert block_metadata(path)["metrics"] == trainer.metrics
+    assert trained_header(path)["metrics"] == trainer.metrics
 
-    for loaded in (load_block(path), load_block("hierpr-test", folders=[tmp_path])):
+    for loaded in (load_model(path), load_model("hierpr-test", folders=[tmp_path])):
         x, coarse = normalise(data.images), torch.randn(2, 1, 8, 8)
         trainer.model.eval()
         with torch.no_grad():
@@ -224,7 +225,7 @@ def test_train_command_trains_exports_and_resumes(tmp_path, capsys):
     assert entry["id"] == "glfn-scenes" and entry["training"]["steps"] == 3
     assert "perturbed ground truth" in entry["training"]["data"]
     assert 0 <= entry["metrics"]["mBA"] <= 1
-    assert isinstance(load_block(tmp_path / "out" / "glfn-scenes.safetensors"), torch.nn.Module)
+    assert isinstance(load_model(tmp_path / "out" / "glfn-scenes.safetensors"), torch.nn.Module)
 
     # A longer run in the same folder resumes from the checkpoint.
     args = parser.parse_args([*argv[:-6], "--steps", "4", "--val-every", "4", "--checkpoint-every", "2",
@@ -265,3 +266,27 @@ def test_a_frozen_model_can_provide_the_coarse_input(tmp_path, highres):
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert 0 <= trainer.metrics["coarse_mBA"] <= 1
     assert not any(p.requires_grad for p in frozen.model.parameters())
+
+
+def test_basnet_trains_on_its_own_normalisation(tmp_path, monkeypatch):
+    # BASNet divides each image by its maximum before the ImageNet statistics (as at inference);
+    # training must feed it the same, not the ImageNet normalisation of the other blocks.
+    from comfyui_meticulous.training import trainer as trainer_module
+
+    modes = []
+    real = trainer_module.normalise
+    monkeypatch.setattr(trainer_module, "normalise",
+                        lambda images, mode="imagenet": modes.append(mode) or real(images, mode))
+    data = scenes(2, 64)
+    data.images[0] *= 0.5  # dark images: "max" stretches them, "imagenet" does not
+    data.images[1] *= 0.7
+    trainer = Trainer(options("basnet", steps=2, size=64), data, tmp_path)
+    seen = []
+    trainer.model.inconv.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    trainer.run()
+    assert trainer.step == 2 and modes == ["max", "max"]
+    assert len(seen) == 2
+    for item in torch.cat(seen):
+        own = [torch.allclose(item, normalise(image[None], "max")[0]) for image in data.images]
+        imagenet = [torch.allclose(item, normalise(image[None], "imagenet")[0]) for image in data.images]
+        assert any(own) and not any(imagenet)

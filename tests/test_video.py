@@ -15,11 +15,12 @@ from comfyui_meticulous.errors import InputError
 from comfyui_meticulous.inference import predict_logits
 from comfyui_meticulous.inference.images import IMAGENET_MEAN, IMAGENET_STD
 from comfyui_meticulous.video import TemporalState, batch_size_for, matte_video, model_runner, retention, stabilise
+from comfyui_meticulous.models.base import SegmentationModel
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-class PoolNet(nn.Module):
+class PoolNet(SegmentationModel):
     """A small deterministic network built only from batch-invariant operations.
 
     CPU convolutions are not batch-invariant: oneDNN picks its algorithm by batch size (torch
@@ -47,7 +48,7 @@ class PoolNet(nn.Module):
         return 2.0 * logits
 
 
-class Redness(nn.Module):
+class Redness(SegmentationModel):
     """Stand-in segmenter: logits grow with how red a pixel is (elementwise, so noise leaks in).
 
     The synthetic scene's background sits a little below the threshold, so sensor noise makes

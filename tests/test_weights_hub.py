@@ -43,7 +43,10 @@ from comfyui_meticulous.weights import (
     resolve_weights,
     set_host_folders,
 )
+from comfyui_meticulous.weights import cli as weights_cli
 from comfyui_meticulous.weights.cli import add_download_parser, add_models_parser
+
+catalogue_module = sys.modules["comfyui_meticulous.weights.catalogue"]
 
 REPO = Path(__file__).resolve().parents[1]
 COMMIT = "4d6f8a1c2b3e5f7091a2b3c4d5e6f708192a3b4c"
@@ -183,6 +186,8 @@ def manifest(weights, tmp_path_factory):
                local_filename="meticulous-test_birefnet-pvt-tofu.safetensors"),
         _entry(id="test-missing", repo="meticulous-test/not-published",
                local_filename="meticulous-test_not-published.safetensors"),
+        _entry(id="test-pvt-nc", repo="meticulous-test/birefnet-pvt-nc", licence="CC BY-NC 4.0", gated=True,
+               local_filename="meticulous-test_birefnet-pvt-nc.safetensors"),
     ]}
     schema = json.loads((REPO / "weights_manifest.schema.json").read_text(encoding="utf-8"))
     jsonschema.validate(document, schema)
@@ -194,6 +199,15 @@ def manifest(weights, tmp_path_factory):
 @pytest.fixture(scope="session")
 def entries(manifest):
     return load_catalogue(manifest)
+
+
+@pytest.fixture
+def packaged(monkeypatch, entries):
+    """The packaged catalogue with the test entries added, as load_model and the CLI see it."""
+    merged = {**catalogue_module.catalogue(), **entries}
+    monkeypatch.setattr(catalogue_module, "catalogue", lambda: merged)
+    monkeypatch.setattr(weights_cli, "catalogue", lambda: merged)
+    return merged
 
 
 @pytest.fixture(scope="module")
@@ -266,14 +280,46 @@ def test_download_without_a_host_goes_to_the_hf_cache_and_is_found_there_next_ti
     assert len(hub.requests()) == asked  # found in the cache without asking the Hub
 
 
-def test_a_manifest_id_loads_through_load_model(hub, weights):
-    # The packaged entry birefnet-lite has no known digest: the Hub's sha256 is checked, then learnt.
-    entry = get_entry("birefnet-lite")
-    hub.add(entry.repo, entry.filename, weights.data)
-    model = load_model("birefnet-lite")
-    assert model.native_resolution == entry.resolution == (1024, 1024)
+def test_a_manifest_id_loads_through_load_model(hub, packaged, weights, capsys):
+    # test-pvt-tofu has no known digest: the Hub's sha256 is checked, then learnt.
+    model = load_model("test-pvt-tofu")
+    assert model.native_resolution == packaged["test-pvt-tofu"].resolution == (384, 640)
     key = "bb.patch_embed1.proj.weight"
     assert torch.equal(model.state_dict()[key], weights.state_dict[key])
+    said = capsys.readouterr().err
+    assert "First use of BiRefNet PVT-v2-b0 test weights [test-pvt-tofu]: downloading size unknown from " in said
+    assert "Licence: MIT." in said and "commercial" not in said
+
+
+def test_first_download_of_a_non_commercial_model_says_so_once(hub, packaged, weights, comfy_models, capsys):
+    hub.add("meticulous-test/birefnet-pvt-nc", "model.safetensors", weights.data)
+    path = resolve_weights("test-pvt-nc", progress=False)
+    said = capsys.readouterr().err
+    assert f"  to {path}\n" in said and "Licence: CC BY-NC 4.0 (non-commercial use only)." in said
+    assert "may not be used commercially" in said and "set HF_TOKEN" in said
+    resolve_weights("test-pvt-nc", progress=False)
+    assert capsys.readouterr().err == ""  # said once: nothing more once the file is there
+
+
+def test_a_file_of_another_network_is_refused_before_anything_is_recorded(hub, weights, comfy_models):
+    # A PVT-v2-b0 BiRefNet served for the Swin-T catalogue entry: refused before it is kept or trusted.
+    lite = get_entry("birefnet-lite")
+    hub.add(lite.repo, lite.filename, weights.data)
+    with pytest.raises(WeightsError, match=r"holds birefnet \(pvt_v2_b0\) weights, but birefnet-lite is "
+                                           r"birefnet \(swin_v1_t\)"):
+        load_model("birefnet-lite")
+    assert _all_files(comfy_models) == ["meticulous"]
+
+    # The same file saved by hand under the Swin-L HR model's name.
+    hr = get_entry("birefnet-hr")
+    placed = comfy_models / "meticulous" / hr.local_filename
+    placed.write_bytes(weights.data)
+    with pytest.raises(WeightsError, match=r"but birefnet-hr is birefnet \(swin_v1_l\).*Nothing was recorded"):
+        load_model("birefnet-hr")
+    assert placed.read_bytes() == weights.data  # left where the user put it
+    assert not integrity.sidecar_path(placed).exists()
+    memo = json.loads(integrity.memo_path().read_text()) if integrity.memo_path().exists() else {}
+    assert memo == {}
 
 
 def test_a_download_first_says_what_it_fetches_how_big_and_where_to(hub, entries, weights, comfy_models, capsys):
@@ -285,7 +331,7 @@ def test_a_download_first_says_what_it_fetches_how_big_and_where_to(hub, entries
     assert resolve_weights(entries["test-pvt"]) == path
     assert "First use" not in capsys.readouterr().err  # installed now: nothing to announce
     resolve_weights(entries["test-pvt-tofu"], progress=False)
-    assert capsys.readouterr().err == ""  # quiet when asked
+    assert "First use" in capsys.readouterr().err  # said without a progress bar too: the licence matters
 
 
 def test_quick_start_cut_downloads_the_default_model_and_cuts_out_the_sample_photo(hub, weights, tmp_path, capsys):
@@ -464,32 +510,76 @@ def test_a_file_that_is_not_safetensors_is_moved_aside(entries, comfy_models):
     assert not page.exists()
 
 
-def test_cli_download_then_models_table(hub, weights, tmp_path, capsys):
+def test_cli_download_then_models_table(hub, packaged, weights, tmp_path, capsys):
     import argparse
 
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers()
     add_download_parser(commands)
     add_models_parser(commands)
-    entry = get_entry("birefnet-lite")
-    hub.add(entry.repo, entry.filename, weights.data)
     folder = tmp_path / "models"
 
-    args = parser.parse_args(["download", "birefnet-lite", "--dir", str(folder)])
+    args = parser.parse_args(["download", "test-pvt", "test-pvt-tofu", "--dir", str(folder)])
     assert args.func(args) == 0
-    assert (folder / entry.local_filename).read_bytes() == weights.data
-    assert f"birefnet-lite: {folder / entry.local_filename} (sha256 verified)" in capsys.readouterr().out
+    published, learnt = (folder / packaged[name].local_filename for name in ("test-pvt", "test-pvt-tofu"))
+    assert published.read_bytes() == learnt.read_bytes() == weights.data
+    out = capsys.readouterr().out
+    assert f"test-pvt: {published} (sha256 verified against the published digest; licence MIT)" in out
+    assert f"test-pvt-tofu: {learnt} (sha256 recorded on first use: the catalogue publishes no digest" in out
+    hand_placed = folder / packaged["birefnet-lite"].local_filename
+    hand_placed.write_bytes(b"never used")
 
     args = parser.parse_args(["models", "--dir", str(folder)])
     assert args.func(args) == 0
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
-    assert rows["birefnet-lite"].endswith(f"{folder / entry.local_filename}  yes")
-    assert rows["birefnet"].split()[-2:] == ["-", "-"]
-    assert "~885 MB" in rows["birefnet"] and "178 MB" in rows["birefnet-lite-2k"]
+    captured = capsys.readouterr()
+    rows = {cells[0]: cells for cells in (re.split(r"\s{2,}", line) for line in captured.out.splitlines())}
+    assert rows["ID"] == ["ID", "TITLE", "SIZE", "LICENCE", "INSTALLED", "SHA256"]
+    assert rows["test-pvt"][3:] == ["MIT", str(published), "verified (published digest)"]
+    assert rows["test-pvt-tofu"][3:] == ["MIT", str(learnt), "verified (recorded on first use)"]
+    assert rows["birefnet-lite"][4:] == [str(hand_placed), "not recorded yet"]
+    assert rows["birefnet"][4:] == ["-", "-"]
+    assert rows["birefnet"][2] == "~885 MB" and rows["birefnet-lite-2k"][2] == "178 MB"
+    assert rows["rmbg-2"][3] == "CC BY-NC 4.0 (non-commercial use only)"
+    assert "note: rmbg-2: non-commercial use only; gated" in captured.err
 
     args = parser.parse_args(["download", "no-such-model"])
     assert args.func(args) == 1
     assert "unknown model id 'no-such-model'" in capsys.readouterr().err
+
+
+def test_models_verify_reports_a_failing_file_and_leaves_it_in_place(hub, packaged, weights, tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_models_parser(parser.add_subparsers())
+    folder = tmp_path / "models"
+    folder.mkdir()
+    placed = folder / packaged["test-pvt"].local_filename
+    placed.write_bytes(weights.data[:-8] + b"\0" * 8)  # right network, wrong bytes
+    args = parser.parse_args(["models", "--dir", str(folder), "--verify"])
+    assert args.func(args) == 1
+    captured = capsys.readouterr()
+    row = next(line for line in captured.out.splitlines() if line.startswith("test-pvt "))
+    assert re.split(r"\s{2,}", row)[-1] == "FAILED (published digest)"
+    assert "It was left in place" in captured.err
+    assert placed.exists() and not placed.with_name(placed.name + ".rejected").exists()
+    assert _all_files(folder) == [placed.name]
+
+
+def test_the_offline_message_gives_a_command_that_runs_from_a_custom_nodes_folder(hub, comfy_models, tmp_path,
+                                                                                  monkeypatch):
+    # In ComfyUI the pack is a folder in custom_nodes whose name is no importable module, so
+    # `python -m comfyui_meticulous` fails there; the command runs the pack's __main__.py as a file.
+    _offline(monkeypatch)
+    with pytest.raises(WeightsError) as caught:
+        load_model("birefnet-lite")
+    command = str(caught.value).split("run:\n  ")[1].splitlines()[0]
+    assert "__main__.py download birefnet-lite --dir" in command
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    done = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**env, "HF_HUB_OFFLINE": "1"})
+    assert "No module named" not in done.stderr
+    assert done.returncode == 1 and "[birefnet-lite] is not installed, and offline mode is on" in done.stderr
 
 
 _CHILD = """

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..models.learned import BLOCKS, build_block
+from ..models.registry import build, trainable_ids
 from .losses import LOSSES
 from .trainer import ProgressLine, Trainer, TrainOptions
 
@@ -21,7 +21,7 @@ def add_train_parser(subparsers) -> None:
                     "(--coarse MODEL) or from perturbed ground truth (--coarse perturb). Training resumes "
                     "from OUT/checkpoint.safetensors when it exists; the result is exported to "
                     "OUT/<id>.safetensors with an entry in OUT/learned_models.json.")
-    train.add_argument("--block", required=True, choices=list(BLOCKS), help="what to train")
+    train.add_argument("--block", required=True, choices=trainable_ids(), help="what to train")
     train.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset folder")
     train.add_argument("--val", type=Path, metavar="DIR",
                        help="validation folder (default: the layout's own, e.g. DIS-VD, else 5%% held out)")
@@ -77,7 +77,7 @@ def _coarse_source(args, device):
         if args.coarse_highres:
             raise InputError("--coarse-highres needs a frozen model: give --coarse MODEL")
         return PerturbedTruth(), "perturbed ground truth"
-    model = load_model(args.coarse, device=device, dtype=pick_dtype(device))
+    model = load_model(args.coarse, device=device, dtype=pick_dtype(device), role="coarse")
     mode = "high-resolution pipeline" if args.coarse_highres else "one-shot prediction"
     return FrozenModel(model, highres=args.coarse_highres, options=HighResOptions()), f"{args.coarse} ({mode})"
 
@@ -114,7 +114,7 @@ def run_train(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     out = args.out or Path("runs") / args.block
     with torch.device("meta"):
-        needs_coarse = getattr(build_block(args.block, config), "takes_coarse", False)
+        needs_coarse = build(args.block, config).takes_coarse
     coarse, coarse_text = _coarse_source(args, device) if needs_coarse else (None, None)
     init = read_safetensors(args.init) if args.init else None
     trainer = Trainer(options, train_set, out, val=val_set, coarse=coarse, device=device, init=init,
@@ -139,7 +139,7 @@ def push_to_hub(path: Path, repo: str) -> None:
     """Upload an exported block and its manifest entry (as ``<id>.json``) to Hub repository ``repo``."""
     import huggingface_hub
 
-    from ..models.learned import read_manifest
+    from ..weights.trained import read_manifest
 
     entry = next(item for item in read_manifest(path.parent) if item["filename"] == path.name)
     huggingface_hub.upload_file(path_or_fileobj=str(path), path_in_repo=path.name, repo_id=repo)

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from ..inference.images import IMAGENET_MEAN, IMAGENET_STD
+from ..models.base import SegmentationModel
 
 SUPERSAMPLING = 4
 
@@ -116,7 +117,7 @@ def write_scenes(folder: str | Path, count: int, size: int, seed: int = 0) -> Pa
     return folder
 
 
-class CoverageModel(nn.Module):
+class CoverageModel(SegmentationModel):
     """A stand-in segmenter for scenes whose red channel is the object's coverage: it reads the
     coverage back from its (resized, normalised) input, so it is perfect except for the
     resolution it runs at. Used to measure what refinement and fusion recover."""

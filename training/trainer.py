@@ -27,7 +27,10 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import InputError, WeightsError
 from ..inference.images import normalise
 from ..metrics import mba_mq
-from ..models.learned import ARCHITECTURES, BLOCKS, block_config, build_block, save_block, write_manifest_entry
+from ..files.atomic import atomic_path
+from ..models.base import SegmentationModel
+from ..models.registry import build, get_architecture, trainable_ids
+from ..weights.trained import save_trained, write_manifest_entry
 from .losses import LOSSES, block_loss
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -66,8 +69,8 @@ class TrainOptions:
     checkpoint_every: int = 1000
 
     def __post_init__(self):
-        if self.block not in BLOCKS:
-            raise InputError(f"unknown block {self.block!r}; expected one of {', '.join(BLOCKS)}")
+        if self.block not in trainable_ids():
+            raise InputError(f"unknown block {self.block!r}; expected one of {', '.join(trainable_ids())}")
         if self.loss != "auto" and self.loss not in LOSSES:
             raise InputError(f"unknown loss {self.loss!r}; expected auto or one of {', '.join(LOSSES)}")
         if self.schedule not in ("cosine", "constant"):
@@ -139,16 +142,14 @@ def augment(images: Tensor, masks: Tensor, coarse: Tensor | None, crop: int | No
     return images, masks, coarse
 
 
-def training_outputs(model: nn.Module, x: Tensor, coarse: Tensor | None):
+def training_outputs(model: SegmentationModel, x: Tensor, coarse: Tensor | None):
     """What a block's loss needs: every output for deeply supervised blocks, else the logits."""
-    args = (x, coarse) if getattr(model, "takes_coarse", False) else (x,)
-    forward_all = getattr(model, "forward_all", None)
-    return forward_all(*args) if forward_all is not None else model(*args)
+    return model.training_outputs(x, coarse)
 
 
-def block_logits(model: nn.Module, x: Tensor, coarse: Tensor | None) -> Tensor:
+def block_logits(model: SegmentationModel, x: Tensor, coarse: Tensor | None) -> Tensor:
     """The block's final logits ``[B,1,H,W]`` (its inference path)."""
-    return model(x, coarse) if getattr(model, "takes_coarse", False) else model(x)
+    return model.run(x, coarse)
 
 
 class ProgressLine:
@@ -200,8 +201,8 @@ class Trainer:
         self.options, self.train_set, self.val_set = options, train, val
         self.out, self.device, self.workers = Path(out), torch.device(device), workers
         torch.manual_seed(options.seed)
-        self.model = build_block(options.block, options.config)
-        multiple = getattr(self.model, "size_multiple", 1)
+        self.model = build(options.block, options.config)
+        multiple = self.model.size_multiple
         if options.size % multiple or (options.crop or multiple) % multiple:
             raise InputError(f"a {options.block} needs a size and crop that are multiples of {multiple}; "
                              f"got size {options.size}, crop {options.crop}")
@@ -211,7 +212,7 @@ class Trainer:
                 raise WeightsError(f"the initial weights do not fit a {options.block} with this configuration "
                                    f"({len(unexpected)} unexpected, {len(missing)} missing keys)")
         self.model.to(self.device).train()
-        self.takes_coarse = getattr(self.model, "takes_coarse", False)
+        self.takes_coarse = self.model.takes_coarse
         if self.takes_coarse and coarse is None and getattr(train, "coarse", None) is None:
             raise InputError(f"a {options.block} refines a coarse mask: give a coarse source "
                              f"(a frozen model, or perturbed ground truth) or precomputed coarse logits")
@@ -229,6 +230,10 @@ class Trainer:
         self.metrics: dict | None = None
         if resume and (self.out / CHECKPOINT).is_file():
             self.load_checkpoint(self.out / CHECKPOINT)
+
+    def normalise(self, images: Tensor) -> Tensor:
+        """Images in 0..1 as the block takes them: its own input normalisation, as at inference."""
+        return normalise(images, self.model.input_normalisation)
 
     # ------------------------------------------------------------------ schedule and steps
 
@@ -269,7 +274,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step)
         with self._autocast():
-            outputs = training_outputs(self.model, normalise(images), coarse)
+            outputs = training_outputs(self.model, self.normalise(images), coarse)
         loss = block_loss(o.loss_name, outputs, masks, refiner=self.takes_coarse)
         if not torch.isfinite(loss):
             raise InputError(f"the loss became {loss.item()} at step {self.step}; lower the learning rate")
@@ -318,7 +323,7 @@ class Trainer:
         self.model.eval()
         try:
             with self._autocast():
-                logits = block_logits(self.model, normalise(images), coarse).float()
+                logits = block_logits(self.model, self.normalise(images), coarse).float()
         finally:
             self.model.train(was_training)
         return torch.sigmoid(logits), None if coarse is None else torch.sigmoid(coarse)
@@ -350,12 +355,11 @@ class Trainer:
             for name, value in slots.items():
                 tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
         meta = {"format": CHECKPOINT_FORMAT, "step": str(self.step), "options": self.options.to_json(),
-                "config": json.dumps(block_config(self.model)), "param_groups": json.dumps(state["param_groups"]),
+                "config": json.dumps(self.model.config), "param_groups": json.dumps(state["param_groups"]),
                 "scaler": json.dumps(self.scaler.state_dict()), "metrics": json.dumps(self.metrics)}
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(path.name + ".partial")
-        save_file(tensors, str(staging), metadata=meta)
-        os.replace(staging, path)
+        with atomic_path(path) as staging:
+            save_file(tensors, str(staging), metadata=meta)
         return path
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
@@ -365,7 +369,7 @@ class Trainer:
             if meta.get("format") != CHECKPOINT_FORMAT:
                 raise WeightsError(f"{path} is not a training checkpoint of this package")
             saved = json.loads(meta["options"])
-            config = json.loads(json.dumps(block_config(self.model)))  # tuples read back as lists
+            config = json.loads(json.dumps(self.model.config))  # tuples read back as lists
             if saved["block"] != self.options.block or json.loads(meta["config"]) != config:
                 raise WeightsError(f"{path} is a checkpoint of a {saved['block']} with another configuration; "
                                    f"use another output folder or start over")
@@ -395,10 +399,12 @@ class Trainer:
                     "loss": o.loss_name, "lr": o.lr, "seed": o.seed, "device": self.device.type,
                     "precision": str(self.amp_dtype or torch.float32).replace("torch.", "")}
         metrics = self.metrics if metrics is None else metrics
-        digest = save_block(self.model, path, o.block, {"training": training, "metrics": metrics})
+        digest = save_trained(self.model.state_dict(), path, o.block, self.model.config,
+                              {"training": training, "metrics": metrics})
         write_manifest_entry(folder, {
             "id": model_id, "title": title or f"{o.block} trained on {data}", "block": o.block,
-            "architecture": ARCHITECTURES[o.block], "config": block_config(self.model), "filename": path.name,
+            "architecture": get_architecture(o.block).description, "config": self.model.config,
+            "filename": path.name,
             "size": path.stat().st_size, "sha256": digest, "training": training, "metrics": metrics})
         return path
 

@@ -70,7 +70,7 @@ def _matte_chunk(frames: torch.Tensor, run: RunFn, device: torch.device, strengt
     chunk = frames.to(device=device, dtype=torch.float32, non_blocking=True)
     prediction = run(chunk)
     if prediction.batch != len(chunk):
-        raise ValueError(
+        raise InputError(
             f"the pipeline returned {prediction.batch} predictions for {len(chunk)} frames")
     logits = prediction.logits.float()
     if strength == 0.0:

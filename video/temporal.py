@@ -114,7 +114,7 @@ def stabilise(logits: torch.Tensor, frames: torch.Tensor, strength: float,
     """
     keep = retention(strength)
     if logits.ndim != 4 or logits.shape[1] != 1 or logits.shape[0] != frames.shape[0]:
-        raise ValueError(f"logits {list(logits.shape)} do not match frames {list(frames.shape)}")
+        raise InputError(f"logits {list(logits.shape)} do not match frames {list(frames.shape)}")
     image_size, size = tuple(frames.shape[1:3]), tuple(logits.shape[-2:])
     if state is not None and not state.continues(source, image_size, size):
         state = None

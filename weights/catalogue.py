@@ -26,6 +26,10 @@ class WeightsEntry:
     sizes, whose side range is ``resolution_range`` ``(min, max)``. ``sha256`` is None where
     the digest is not known in advance. ``folder`` is the model-folder key the file belongs to
     in a host application: ``"meticulous"``, or ``"background_removal"`` for ComfyUI core's file.
+    ``gated``: the repository needs a Hugging Face login (``HF_TOKEN``) and accepted terms.
+    ``layout_verified``: whether the file's keys have been checked against our network; until
+    they are, the strict check on first load decides (and nothing is recorded for a file that
+    fails it).
     """
 
     id: str
@@ -47,6 +51,18 @@ class WeightsEntry:
     licence: str
     patch_order: str | None
     notes: str
+    gated: bool = False
+    layout_verified: bool = True
+
+    @property
+    def non_commercial(self) -> bool:
+        """Whether the licence forbids commercial use (Creative Commons NC licences)."""
+        return "NC" in self.licence.replace("-", " ").split()
+
+    @property
+    def licence_text(self) -> str:
+        """The licence as users should read it, with a note for non-commercial ones."""
+        return f"{self.licence} (non-commercial use only)" if self.non_commercial else self.licence
 
     @classmethod
     def from_json(cls, item: dict) -> "WeightsEntry":
@@ -81,6 +97,17 @@ def load_catalogue(path: str | os.PathLike) -> dict[str, WeightsEntry]:
 def catalogue() -> dict[str, WeightsEntry]:
     """The packaged catalogue, by id, in manifest order."""
     return load_catalogue(MANIFEST)
+
+
+def licence_summary() -> str:
+    """One line naming the catalogue's licences: the ids under each, the most common one last
+    as "every other model"."""
+    by_licence: dict[str, list[str]] = {}
+    for entry in catalogue().values():
+        by_licence.setdefault(entry.licence_text, []).append(entry.id)
+    common = max(by_licence, key=lambda licence: len(by_licence[licence]))
+    parts = [f"{', '.join(ids)}: {licence}" for licence, ids in by_licence.items() if licence != common]
+    return "; ".join([*parts, f"every other model: {common}"] if parts else [f"every model: {common}"])
 
 
 def get_entry(model_id: str) -> WeightsEntry:

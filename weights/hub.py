@@ -2,13 +2,16 @@
 
 Lookup order: the host's model folders (or ``search_dirs``), then the Hugging Face cache, then
 a download at the entry's revision, into the host's model folder (or ``download_dir``), else
-into the Hugging Face cache. Every file is checked against its sha256 before it is returned.
+into the Hugging Face cache. Every file is checked before it is returned: first that it holds
+the network its entry names (architecture, backbone, every key: header only), then its sha256.
+A digest is recorded (trust on first use) only for a file that passed the first check.
 All network access goes through huggingface_hub, so ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
 ``HF_TOKEN`` and ``HF_HUB_CACHE`` apply as huggingface_hub reads them (all but ``HF_TOKEN`` once,
 when it is imported).
 """
 
 import os
+import shlex
 import shutil
 import sys
 import uuid
@@ -21,6 +24,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import httpx, silent_tqdm
 
 from ..errors import WeightsError
+from ..files.atomic import atomic_path
 from . import integrity
 from .catalogue import WeightsEntry, get_entry
 from .folders import host_folders
@@ -87,61 +91,100 @@ def expected_digest(model: str | WeightsEntry, path: PathLike) -> str | None:
 
 def resolve_weights(model: str | WeightsEntry, *, search_dirs: Sequence[PathLike] | None = None,
                     download_dir: PathLike | None = None, download: bool = True,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, check_only: bool = False) -> Path:
     """A verified local path to the weights of catalogue id ``model`` (or a ``WeightsEntry``).
 
     ``search_dirs`` replaces the host's model folders; ``download_dir`` is where a download is
-    saved (default: the host's model folder, else the Hugging Face cache). Raises
-    ``WeightsError`` saying where we looked and where to put the file when it cannot be had.
+    saved (default: the host's model folder, else the Hugging Face cache). ``check_only``
+    checks an installed file and changes nothing: a failing file is neither moved aside nor
+    deleted, and no digest is recorded. Raises ``WeightsError`` saying where we looked and
+    where to put the file when it cannot be had.
     """
     entry = _entry(model)
     folders = _folders(entry, search_dirs)
     for folder in folders:
         path = folder / entry.local_filename
         if path.is_file():
-            return _verified(entry, path, folders, moved_aside=True)
+            return _verified(entry, path, folders, moved_aside=True, check_only=check_only)
     cached = _cached(entry)
     if cached is not None:
-        return _verified(entry, cached, folders, moved_aside=False)
+        return _verified(entry, cached, folders, moved_aside=False, check_only=check_only)
     target = _download_folder(entry, download_dir)
     if not download:
         raise _missing(entry, folders, target, "downloading was not requested")
     if constants.is_offline_mode():
         raise _missing(entry, folders, target, "offline mode is on (HF_HUB_OFFLINE=1)")
     expected = _published_digest(entry, folders, target)
-    if progress:
-        _announce_download(entry, target)
+    _announce(entry, target)
     if target is None:
         return _download_to_cache(entry, folders, expected, progress)
     return _download_to_folder(entry, target, folders, expected, progress)
 
 
-def _announce_download(entry: WeightsEntry, target: Path | None) -> None:
-    """Say on stderr what is downloaded, how big it is and where it goes, before the first byte:
-    a first ``cut`` may otherwise seem to hang for minutes on a file of hundreds of MB."""
+def _announce(entry: WeightsEntry, target: Path | None) -> None:
+    """Say once, before the first byte, what is downloaded, how big it is, where it goes and
+    under which licence (on stderr, which ComfyUI's log records too): a first ``cut`` may
+    otherwise seem to hang for minutes on a file of hundreds of MB."""
     size = "size unknown" if entry.size is None else f"{'' if entry.size_exact else '~'}{entry.size / 1e6:,.0f} MB"
-    where = (target / entry.local_filename if target is not None
-             else f"the Hugging Face cache {constants.HF_HUB_CACHE}")
-    print(f"First use of {entry.title} [{entry.id}]: downloading {size} from {weights_url(entry)}\n"
-          f"  to {where}", file=sys.stderr, flush=True)
+    where = target / entry.local_filename if target is not None else f"the Hugging Face cache {constants.HF_HUB_CACHE}"
+    lines = [f"First use of {entry.title} [{entry.id}]: downloading {size} from {weights_url(entry)}",
+             f"  to {where}", f"Licence: {entry.licence_text}."]
+    if entry.non_commercial:
+        lines.append(f"Note: {entry.id} may not be used commercially under its licence ({entry.licence}); "
+                     f"see https://huggingface.co/{entry.repo} for the terms.")
+    if entry.gated:
+        lines.append(f"{entry.repo} is gated: accept its terms on the Hub and set HF_TOKEN.")
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
-def _verified(entry: WeightsEntry, path: Path, folders: list[Path], *, moved_aside: bool) -> Path:
-    """``path`` once its digest is checked; a file that fails is moved aside (in a model
-    folder) or deleted (in the Hugging Face cache)."""
+def check_layout(entry: WeightsEntry, path: Path) -> None:
+    """``WeightsError`` unless the file holds the network ``entry`` names: its architecture, its
+    backbone, and exactly its keys (read from the header; no tensor is loaded)."""
+    from ..models.loading import inspect_weights  # the loader imports this package
+
+    unverified = ("" if entry.layout_verified else
+                  f" The catalogue entry's key layout had not been checked against a real file yet; if {path} "
+                  f"is the genuine {entry.repo} file, this entry needs correcting.")
+    try:
+        info = inspect_weights(path, patch_order=entry.patch_order or "einops")
+    except WeightsError as err:
+        raise WeightsError(f"{entry.id}: {err}. Nothing was recorded for this file.{unverified}") from None
+    found, wanted = info.architecture, entry.architecture
+    if info.architecture == "birefnet":
+        found += f" ({info.config['backbone']})"
+    if entry.architecture == "birefnet":
+        wanted += f" ({entry.backbone})"
+    if found != wanted:
+        raise WeightsError(
+            f"{entry.id}: {path} holds {found} weights, but {entry.id} is {wanted}. It is probably another "
+            f"model saved under this name. Nothing was recorded for this file: give it its own catalogue "
+            f"file name (`python -m comfyui_meticulous models` lists them) or load it by its path.{unverified}")
+
+
+def _verified(entry: WeightsEntry, path: Path, folders: list[Path], *, moved_aside: bool,
+              check_only: bool = False) -> Path:
+    """``path`` once its network and its digest are checked; a file whose digest fails is moved
+    aside (in a model folder) or deleted (in the Hugging Face cache) unless ``check_only``."""
     expected = expected_digest(entry, path)
     if not integrity.looks_like_safetensors(path):
-        _reject(entry, path, folders, "is not a safetensors file", moved_aside)
-    actual = integrity.file_sha256(path)
+        _reject(entry, path, folders, "is not a safetensors file", moved_aside, check_only)
+    check_layout(entry, path)
+    actual = integrity.file_sha256(path) if not check_only else integrity.sha256_file(path)
     if expected is None:
-        integrity.write_sidecar(path, actual)  # trust on first use
+        if not check_only:
+            integrity.write_sidecar(path, actual)  # trust on first use
     elif actual != expected:
-        _reject(entry, path, folders, f"has sha256 {actual}, expected {expected}", moved_aside)
+        _reject(entry, path, folders, f"has sha256 {actual}, expected {expected}", moved_aside, check_only)
     return path
 
 
-def _reject(entry: WeightsEntry, path: Path, folders: list[Path], problem: str, moved_aside: bool) -> NoReturn:
+def _reject(entry: WeightsEntry, path: Path, folders: list[Path], problem: str, moved_aside: bool,
+            check_only: bool = False) -> NoReturn:
     learnt = entry.sha256 is None and integrity.read_sidecar(path) is not None
+    trust = (f" The expected digest was recorded in {integrity.sidecar_path(path)} when a file was "
+             f"first used here; delete that record if you trust the new file.") if learnt else ""
+    if check_only:
+        raise WeightsError(f"{entry.id}: {path} {problem}. It was left in place.{trust}")
     integrity.forget_digest(path)
     if moved_aside:
         aside = path.with_name(path.name + ".rejected")
@@ -152,8 +195,6 @@ def _reject(entry: WeightsEntry, path: Path, folders: list[Path], problem: str, 
         path.unlink(missing_ok=True)
         blob.unlink(missing_ok=True)
         fate, place = "It was deleted from the Hugging Face cache.", _hand_placement(entry, folders, None)
-    trust = (f" The expected digest was recorded in {integrity.sidecar_path(path)} when a file was "
-             f"first used here; delete that record if you trust the new file.") if learnt else ""
     raise WeightsError(f"{entry.id}: {path} {problem}. {fate}{trust}\n{_how_to_install(entry, place)}")
 
 
@@ -162,15 +203,24 @@ def _hand_placement(entry: WeightsEntry, folders: list[Path], target: Path | Non
     return folder / entry.local_filename if folder is not None else None
 
 
+def download_command(model_id: str) -> str:
+    """A shell command that runs ``download model_id`` with this interpreter and this package's
+    own folder, so it works from a ComfyUI custom_nodes folder (whose name is no module name)
+    as well as from an installed package."""
+    main = Path(__file__).resolve().parent.parent / "__main__.py"
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(main))} download {model_id}"
+
+
 def _how_to_install(entry: WeightsEntry, place: Path | None) -> str:
     url = weights_url(entry)
-    command = f"python -m comfyui_meticulous download {entry.id}"
+    command = download_command(entry.id)
     if place is None:
         manual = f"Download\n  {url}\nand pass the file's path to load_model (or to `cut --weights`)"
     else:
         manual = f"Download\n  {url}\nand save it as\n  {place}"
-        command += f' --dir "{place.parent}"'
-    return f"{manual}\nor, with network access, run: {command}"
+        command += f" --dir {shlex.quote(str(place.parent))}"
+    login = " (after accepting its terms on the Hub and setting HF_TOKEN)" if entry.gated else ""
+    return f"{manual}\nor, with network access{login}, run:\n  {command}"
 
 
 def _missing(entry: WeightsEntry, folders: list[Path], target: Path | None, reason: str) -> WeightsError:
@@ -221,6 +271,11 @@ def _fetch(entry: WeightsEntry, folders: list[Path], target: Path | None, progre
 
 def _download_to_cache(entry: WeightsEntry, folders: list[Path], expected: str | None, progress: bool) -> Path:
     path = _fetch(entry, folders, None, progress)
+    try:
+        check_layout(entry, path)
+    except WeightsError as err:
+        _reject(entry, path, folders, f"was downloaded from {weights_url(entry)} but is refused: {err}",
+                moved_aside=False)
     actual = integrity.file_sha256(path)
     if expected is not None and actual != expected:
         _reject(entry, path, folders, f"was downloaded from {weights_url(entry)} with sha256 {actual}, "
@@ -235,21 +290,23 @@ def _download_to_folder(entry: WeightsEntry, target: Path, folders: list[Path], 
     of ``local_dir`` downloads never lands in the models folder."""
     target.mkdir(parents=True, exist_ok=True)
     final = target / entry.local_filename
-    token = uuid.uuid4().hex[:12]
-    staging = target / f".{entry.local_filename}.{token}.download"
-    part = target / f".{entry.local_filename}.{token}.part"
+    staging = target / f".{entry.local_filename}.{uuid.uuid4().hex[:12]}.download"
     try:
-        os.replace(_fetch(entry, folders, target, progress, local_dir=staging), part)
-        actual = integrity.sha256_file(part)
-        if expected is not None and actual != expected:
-            raise WeightsError(
-                f"{entry.id}: the file downloaded from {weights_url(entry)} has sha256 {actual}, "
-                f"expected {expected}. It was deleted; nothing was saved as {final}.\n"
-                f"{_how_to_install(entry, final)}")
-        os.replace(part, final)
+        with atomic_path(final) as part:
+            os.replace(_fetch(entry, folders, target, progress, local_dir=staging), part)
+            try:
+                check_layout(entry, part)
+            except WeightsError as err:
+                raise WeightsError(f"{err}\nThe file downloaded from {weights_url(entry)} was deleted; nothing "
+                                   f"was saved as {final}.") from None
+            actual = integrity.sha256_file(part)
+            if expected is not None and actual != expected:
+                raise WeightsError(
+                    f"{entry.id}: the file downloaded from {weights_url(entry)} has sha256 {actual}, "
+                    f"expected {expected}. It was deleted; nothing was saved as {final}.\n"
+                    f"{_how_to_install(entry, final)}")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        part.unlink(missing_ok=True)
     integrity.remember_digest(final, actual)
     if entry.sha256 is None:
         integrity.write_sidecar(final, actual)

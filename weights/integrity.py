@@ -13,6 +13,8 @@ import re
 import struct
 from pathlib import Path
 
+from ..files.atomic import atomic_write
+
 HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 8 << 20
 # A safetensors file starts with the byte length of its JSON header (u64, little-endian).
@@ -55,14 +57,11 @@ def _read_memo() -> dict:
 def _write_memo(memo: dict) -> None:
     path = memo_path()
     memo = {key: record for key, record in memo.items() if os.path.exists(key)}
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(memo, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(temporary, path)
+        atomic_write(path, json.dumps(memo, indent=1, sort_keys=True))
     except OSError:
-        # Without a writable cache folder files are simply hashed again next time.
-        temporary.unlink(missing_ok=True)
+        pass  # without a writable cache folder files are simply hashed again next time
 
 
 def _stamp(path: str | os.PathLike) -> tuple[str, dict]:
@@ -121,7 +120,7 @@ def read_sidecar(path: str | os.PathLike) -> str | None:
 def write_sidecar(path: str | os.PathLike, digest: str) -> None:
     """Record ``digest`` next to the file (``sha256sum -c`` can check it)."""
     try:
-        sidecar_path(path).write_text(f"{digest}  {Path(path).name}\n", encoding="utf-8")
+        atomic_write(sidecar_path(path), f"{digest}  {Path(path).name}\n")
     except OSError:
         # In a read-only folder nothing can be recorded: the file is used as it is, unchecked.
         pass
