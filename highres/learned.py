@@ -1,6 +1,6 @@
 """Learned blocks as pipeline steps: refine a prediction with a coarse-taking block, or fuse with GLFN.
 
-:func:`refine_prediction` runs a block trained with this package (``models.learned``) on a whole
+:func:`refine_prediction` runs a block trained with this package (``weights.trained``) on a whole
 :class:`~comfyui_meticulous.inference.Prediction`; :class:`LearnedFusion` puts HRSOD's GLFN behind
 the :class:`~comfyui_meticulous.highres.Fusion` interface.
 """

@@ -37,8 +37,8 @@ def model_tooltip() -> str:
     installed = installed_models()
     return ("A catalogue id (downloaded when missing; `python -m comfyui_meticulous models` lists sizes "
             "and tasks) or a .safetensors file found in models/meticulous (published weights, or a network "
-            "trained with `train`). Installed catalogue models: "
-            f"{', '.join(installed) if installed else 'none yet'}. Licences: {licence_summary()}")
+            f"trained with `train`). Licences: {licence_summary()}. Installed catalogue models: "
+            f"{', '.join(installed) if installed else 'none yet'}.")
 
 
 class LoadModel(io.ComfyNode):
