@@ -118,7 +118,8 @@ def run_cut(args: argparse.Namespace) -> int:
             images_bar(finished, len(readable))
 
         images_bar(0, len(readable))
-        with progress_bar("windows", enabled=bars and args.hires, unit="window", position=1) as windows_bar:
+        with progress_bar("high-res windows", enabled=bars and args.hires, unit="window",
+                          position=1) as windows_bar:
             run_each(readable, job, name=str, report=report, on_failure=failed, on_item=advance)
     print(report.summary(), file=sys.stderr)
     return report.exit_status
