@@ -31,7 +31,7 @@ def measure(model_id: str, device: str, repeats: int, image_path: Path) -> dict:
     from parity_fixtures import REFERENCE, deterministic_state_dict, load_spec
 
     from comfyui_meticulous.inference import predict
-    from comfyui_meticulous.inference.files import load_image
+    from comfyui_meticulous.files.images import read_image
     from comfyui_meticulous.models import load_model
     from comfyui_meticulous.weights import get_entry
 
@@ -39,7 +39,7 @@ def measure(model_id: str, device: str, repeats: int, image_path: Path) -> dict:
     spec = load_spec(REFERENCE / "birefnet" / f"keys_{entry.backbone}.tsv")
     model = load_model(deterministic_state_dict(spec), device=device)
     entry.configure(model)
-    image = load_image(image_path)
+    image = read_image(image_path).flattened()
     predict(model, image)  # warm-up: allocator, kernel selection
     walls, cpus = [], []
     for _ in range(repeats):

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..checks import check_images
+from ..checks import MAX_MODEL_SIDE, check_images, check_model_side
 from ..errors import InputError
 from ..models.base import SegmentationModel, require_contract
 from .images import normalise, resize_images
@@ -27,12 +27,15 @@ def inference_size(model: SegmentationModel, image_size: tuple[int, int], resolu
     None) runs near the image's own size, clamped to ``resolution_range``. An int asks for an
     ``N×N`` input. With ``keep_aspect`` the input keeps the image's aspect ratio and the pixel
     count of the square/native size, so objects appear at the scale the model was trained on.
-    Every side is rounded to the model's ``size_multiple``.
+    Every side is rounded to the model's ``size_multiple`` and kept at most
+    :data:`~..checks.MAX_MODEL_SIDE`; ``keep_aspect`` also keeps each side within twice the
+    square's side, so a 1×5000 strip runs at 32×2048 rather than asking for 32×72416.
     """
     model = require_contract(model)
     multiple = model.size_multiple
     h, w = image_size
     if resolution is not None:
+        check_model_side(resolution)
         smallest = model.smallest_side
         if resolution < smallest:
             raise InputError(f"resolution {resolution} is too small for this model; use at least {smallest}")
@@ -47,7 +50,8 @@ def inference_size(model: SegmentationModel, image_size: tuple[int, int], resolu
     if keep_aspect:
         area = target[0] * target[1]
         scale = math.sqrt(area / (h * w))
-        return (_round_to(h * scale, multiple), _round_to(w * scale, multiple))
+        longest = min(MAX_MODEL_SIDE, 2 * max(target))
+        return (min(longest, _round_to(h * scale, multiple)), min(longest, _round_to(w * scale, multiple)))
     return (_round_to(target[0], multiple), _round_to(target[1], multiple))
 
 
