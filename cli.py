@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from .batch.cli import add_batch_parser
 from .errors import MeticulousError
 from .metrics.cli import add_eval_parser
 from .training.cli import add_train_parser
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_download_parser(subparsers)
     add_eval_parser(subparsers)
     add_train_parser(subparsers)
+    add_batch_parser(subparsers)
     return parser
 
 
