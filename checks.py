@@ -12,8 +12,15 @@ from torch import Tensor
 from .errors import InputError
 
 # 16384² is beyond any source a user is likely to feed; larger is almost certainly a mistake
-# (e.g. a video batch flattened into one frame) and would exhaust host memory.
+# (e.g. a video batch flattened into one frame) and would exhaust host memory. The image reader
+# uses the same limit, so a file is refused for the same reason a tensor is.
 MAX_SIDE = 16384
+# Largest side of a model input. 4096² already needs tens of GB of activations in BiRefNet; a
+# larger request (a typo such as 100000) would try to allocate far more than any machine has.
+MAX_MODEL_SIDE = 4096
+# Values a little outside 0..1 come from resampling (bicubic/Lanczos overshoot) and are clamped;
+# anything further out is not a 0..1 image (most often 0..255 data) and is refused.
+RANGE_TOLERANCE = 0.25
 
 
 def _shape(t: Tensor) -> str:
@@ -44,6 +51,8 @@ def check_image(image: Tensor, name: str = "image", channels: int = 3) -> Tensor
     _require_float(image, name)
     if image.ndim != 4 or image.shape[-1] != channels or 0 in image.shape[1:3]:
         raise InputError(f"{name} must be [B,H,W,{channels}], got {_shape(image)}")
+    if image.shape[0] == 0:
+        raise InputError(f"{name} batch is empty: there is no frame to work on")
     return image
 
 
@@ -77,12 +86,25 @@ def working_dtype(t: Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-def check_images(images: torch.Tensor, name: str = "image") -> torch.Tensor:
-    """Check a ``[B,H,W,3|4]`` float image batch (``[H,W,C]`` gets a batch dim); returns RGB ``[B,H,W,3]``."""
+def check_images(images: torch.Tensor, name: str = "image", *, batched: bool = False) -> torch.Tensor:
+    """Check a ``[B,H,W,3|4]`` float image batch; returns RGB ``[B,H,W,3]`` in 0..1.
+
+    ``[H,W,C]`` gets a batch dimension unless ``batched`` (ComfyUI's IMAGE is always 4-D, so a
+    node asks for ``batched``). Refused with :class:`InputError`: channels-first layouts, empty
+    batches or sides, sides above :data:`MAX_SIDE`, NaN/Inf, and values outside 0..1 by more
+    than :data:`RANGE_TOLERANCE` (e.g. 0..255 data). Smaller overshoots are clamped to 0..1.
+    """
     if not isinstance(images, torch.Tensor):
         raise InputError(f"{name} must be a torch tensor, got {type(images).__name__}")
-    if images.ndim == 3:
+    if images.ndim == 3 and not batched:
         images = images.unsqueeze(0)
+    if images.ndim == 4 and images.shape[1] in (3, 4) and (
+            images.shape[-1] not in (3, 4) or images.shape[2] > images.shape[1]):
+        # [B,C,H,W] read as [B,H,W,C] is an image 3 or 4 pixels tall (and usually wider): not a
+        # real input, but a layout mistake that would otherwise run and give a meaningless mask.
+        raise InputError(
+            f"{name} {_shape(images)} looks channels-first [B,C,H,W]; ComfyUI images are "
+            f"[B,H,W,C]: use image.permute(0, 2, 3, 1)")
     if images.ndim != 4 or images.shape[-1] not in (3, 4):
         raise InputError(
             f"{name} must be [B,H,W,3] (ComfyUI IMAGE) or [B,H,W,4], got shape {list(images.shape)}")
@@ -95,4 +117,27 @@ def check_images(images: torch.Tensor, name: str = "image") -> torch.Tensor:
         raise InputError(f"{name} has an empty side: {h}x{w}")
     if max(h, w) > MAX_SIDE:
         raise InputError(f"{name} is {w}x{h}; the largest supported side is {MAX_SIDE} px")
-    return images[..., :3]
+    return _in_unit_range(images[..., :3], name)
+
+
+def _in_unit_range(images: Tensor, name: str) -> Tensor:
+    low, high = (v.item() for v in torch.aminmax(images.detach()))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise InputError(f"{name} contains NaN or infinite values; one such pixel would make the whole "
+                         f"result NaN. Replace them first (e.g. torch.nan_to_num(image, 0.0, 1.0, 0.0))")
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        hint = "; 8-bit data needs dividing by 255" if high > 2 else ""
+        raise InputError(f"{name} values must be in 0..1, got {low:g}..{high:g}{hint}")
+    if low < 0 or high > 1:
+        return images.clamp(0.0, 1.0)
+    return images
+
+
+def check_model_side(value: int, name: str = "resolution") -> int:
+    """A requested model input side: a whole number up to :data:`MAX_MODEL_SIDE`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a whole number of pixels >= 1, got {value!r}")
+    if value > MAX_MODEL_SIDE:
+        raise InputError(f"{name} {value} is above the largest model input side, {MAX_MODEL_SIDE} px; "
+                         f"for large images use the high-resolution pipeline (--hires) instead")
+    return value

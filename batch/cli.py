@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_MODEL = "birefnet"
+FAILURES_SHOWN = 10  # the rest are in the report file
 
 
 def add_batch_parser(subparsers) -> None:
@@ -28,6 +29,9 @@ def add_batch_parser(subparsers) -> None:
     batch.add_argument("--hires", action="store_true",
                        help="refine the uncertain band at full image resolution (for 2K-8K images)")
     batch.add_argument("--max-patches", type=int, metavar="N", help="with --hires: at most N windows per image")
+    batch.add_argument("--respect-alpha", action="store_true",
+                       help="keep a transparent input's own transparency (output alpha = model alpha × input "
+                            "alpha); without it transparent inputs are flattened onto white first")
     batch.add_argument("--device", default="auto",
                        help="local engine, or Ray workers without GPUs: auto, cpu, cuda, mps (default: auto)")
     batch.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
@@ -54,12 +58,13 @@ def add_batch_parser(subparsers) -> None:
 
 def run_batch_command(args: argparse.Namespace) -> int:
     from ..errors import InputError
+    from ..inference.cutout import CutOptions
     from .io import is_local
     from .job import JobOptions, list_inputs, make_plan, resolve
 
-    options = JobOptions(resolution=args.resolution, keep_aspect=args.keep_aspect, hires=args.hires,
-                         max_patches=args.max_patches, device=args.device, precision=args.precision,
-                         batch_size=args.batch_size)
+    cut = CutOptions(resolution=args.resolution, keep_aspect=args.keep_aspect, hires=args.hires,
+                     max_patches=args.max_patches, respect_alpha=args.respect_alpha)
+    options = JobOptions(cut, device=args.device, precision=args.precision, batch_size=args.batch_size)
     inputs = list_inputs(args.input)
     if args.engine == "local" and not all(map(is_local, inputs)):
         raise InputError("URIs are read through Ray's file readers: use --engine ray")
@@ -85,6 +90,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
             report = run_local(plan, weights, options)
     report.write()
     print(report.summary(), file=sys.stderr)
-    for failure in report.failed[:10]:
-        print(f"  failed: {failure['input']}: {failure['error']}", file=sys.stderr)
+    for failure in report.failed[:FAILURES_SHOWN]:
+        # The reader's messages name the file already.
+        reason = failure["error"] if failure["input"] in failure["error"] else f"{failure['input']}: {failure['error']}"
+        print(f"  failed: {reason}", file=sys.stderr)
     return 1 if report.failed else 0

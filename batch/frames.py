@@ -21,18 +21,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import InputError
 from ..files.atomic import atomic_path
-from ..highres import segment_highres
+from ..files.images import Picture, read_image
+from ..inference.cutout import CutOptions
 from ..inference.prediction import Prediction
-from ..video.stream import model_runner
 from ..video.temporal import gate_frames, motion_gate, retention
-from .io import decode_image, image_tensor, is_local, write_outputs
+from .io import cutout, is_local, model_input, write_cutout_files
 from .job import JobOptions, Matter, Report, Weights, is_complete
 
 STATE_FOLDER = ".frames_state"
@@ -120,37 +119,30 @@ def probabilities(smoothed: torch.Tensor, image_size: tuple[int, int]) -> torch.
 
 # --- the job -------------------------------------------------------------------------------
 
-def frame_runner(matter: Matter) -> RunFn:
-    """The pipeline a chunk's frames go through: one-shot, or high-res with ``--hires``."""
-    options = matter.options
-    if options.hires:
-        return lambda frames: segment_highres(matter.model, frames, matter.highres).prediction
-    return model_runner(matter.model, resolution=options.resolution, keep_aspect=options.keep_aspect)
-
-
-def read_frames(paths: list[str]) -> torch.Tensor:
-    """Frames ``[n,H,W,3]`` in 0..1; ``InputError`` if one is unreadable or of another size."""
-    pixels = [decode_image(Path(path).read_bytes(), path) for path in paths]
-    for path, frame in zip(paths, pixels):
-        if frame.shape != pixels[0].shape:
-            raise InputError(f"{path} is {frame.shape[1]}×{frame.shape[0]} but {paths[0]} is "
-                             f"{pixels[0].shape[1]}×{pixels[0].shape[0]}: all frames of a clip must share one size")
-    return torch.cat([image_tensor(frame) for frame in pixels])
+def read_frames(paths: list[str]) -> list[Picture]:
+    """The frames as ``cut`` reads them; ``InputError`` if one is unreadable or of another size."""
+    pictures = [read_image(path) for path in paths]
+    first = pictures[0].rgb.shape
+    for path, picture in zip(paths, pictures):
+        if picture.rgb.shape != first:
+            raise InputError(f"{path} is {picture.rgb.shape[2]}x{picture.rgb.shape[1]} but {paths[0]} is "
+                             f"{first[2]}x{first[1]}: all frames of a clip must share one size")
+    return pictures
 
 
 def compute_chunk(matter: Matter, paths: list[str], bounds: tuple[int, int], strength: float) -> ChunkLogits:
     """Read a chunk's frames (and the one before it) and compute its :class:`ChunkLogits`."""
     start, stop = bounds
-    frames = read_frames(paths[max(0, start - 1):stop])
-    return chunk_logits(frame_runner(matter), frames, start, strength, matter.batch, matter.device)
+    frames = torch.cat([model_input(picture) for picture in read_frames(paths[max(0, start - 1):stop])])
+    return chunk_logits(matter.predict, frames, start, strength, matter.batch, matter.device)
 
 
-def write_chunk(output: Path, paths: list[str], smoothed: torch.Tensor) -> None:
-    """Write the RGBA and mask PNGs of a chunk's frames from their smoothed logits."""
-    frames = read_frames(paths)
-    masks = probabilities(smoothed, tuple(frames.shape[1:3]))
-    for path, frame, mask in zip(paths, frames, masks):
-        write_outputs(output, path, (frame * 255).round().to(torch.uint8).numpy(), mask)
+def write_chunk(output: Path, paths: list[str], smoothed: torch.Tensor, options: CutOptions) -> None:
+    """Write the cut-outs and masks of a chunk's frames from their smoothed logits."""
+    pictures = read_frames(paths)
+    masks = probabilities(smoothed, tuple(pictures[0].rgb.shape[1:3]))
+    for path, picture, mask in zip(paths, pictures, masks):
+        write_cutout_files(output, path, cutout(picture, mask, options))
 
 
 def _state_path(output: Path, index: int) -> Path:
@@ -237,5 +229,5 @@ def run_frames(inputs: list[str], output: Path, weights: Weights, options: JobOp
         chunks = (compute_chunk(matter, inputs, bounds[index], frame_options.strength)
                   for index in range(first, len(bounds)))
         stitch_and_write(chunks, output, inputs, bounds, first, previous, settings,
-                         lambda paths, smoothed: write_chunk(output, paths, smoothed), report)
+                         lambda paths, smoothed: write_chunk(output, paths, smoothed, options.cut), report)
     return report.finish()

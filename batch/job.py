@@ -12,18 +12,20 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import InputError, WeightsError
 from ..files.atomic import atomic_write
+from ..files.images import Picture
 from ..highres import HighResOptions, segment_highres
+from ..inference.cutout import CutOptions
 from ..inference.device import CPU_BATCH, pick_device, pick_dtype
 from ..inference.predict import predict_logits
+from ..inference.prediction import Prediction
 from ..models.loading import build_from_state_dict, read_safetensors
 from ..weights import WeightsEntry, get_entry, resolve_weights
-from .io import IMAGE_SUFFIXES, find_images, image_tensor, is_local, output_names
+from .io import IMAGE_SUFFIXES, Cutout, cutout, find_images, is_local, model_input, output_names
 
 REPORT_NAME = "batch_report.json"
 GPU_BATCH = 4
@@ -31,16 +33,11 @@ GPU_BATCH = 4
 
 @dataclass(frozen=True)
 class JobOptions:
-    """The ``cut`` settings of a job, shipped to every worker.
+    """The settings of a job, shipped to every worker: ``cut``'s own (``cut``), the device and
+    precision, and ``batch_size``: images per model pass, 0 = 1 on the CPU (batching buys
+    nothing there) and ``GPU_BATCH`` elsewhere. Only images of one size share a pass."""
 
-    ``batch_size`` 0 picks images per model pass from the device: 1 on the CPU (batching buys
-    nothing there), ``GPU_BATCH`` elsewhere. Only images of the same size share a pass.
-    """
-
-    resolution: int | None = None
-    keep_aspect: bool = False
-    hires: bool = False
-    max_patches: int | None = None
+    cut: CutOptions = CutOptions()
     device: str = "auto"
     precision: str = "auto"
     batch_size: int = 0
@@ -181,7 +178,7 @@ def resolve(model: str | None = None, weights: str | os.PathLike | None = None) 
 # --- the per-item work ---------------------------------------------------------------------
 
 class Matter:
-    """A loaded model and the job's settings: images in, alpha mattes out.
+    """A loaded model and the job's settings: pictures in, cut-outs out.
 
     One per process (one per Ray actor): building it is the expensive part of a worker's start.
     """
@@ -191,57 +188,50 @@ class Matter:
         self.device = pick_device(device or options.device)
         self.model = weights.build(self.device, pick_dtype(self.device, options.precision))
         self.batch = options.model_batch(self.device)
-        self.highres = HighResOptions(max_patches=options.max_patches, coarse_resolution=options.resolution)
+        self.highres = HighResOptions(max_patches=options.cut.max_patches,
+                                      coarse_resolution=options.cut.resolution)
 
-    def alphas(self, images: list[np.ndarray]) -> list[torch.Tensor]:
-        """``uint8 [H,W,3]`` images -> float ``[H,W]`` alphas in 0..1 on the CPU, in order.
+    def predict(self, images: torch.Tensor) -> Prediction:
+        """The model's prediction for ``images`` ``[n,H,W,3]`` (one-shot, or high-res)."""
+        with torch.inference_mode():
+            if self.options.cut.hires:
+                return segment_highres(self.model, images, self.highres).prediction
+            return predict_logits(self.model, images, resolution=self.options.cut.resolution,
+                                  keep_aspect=self.options.cut.keep_aspect, batch_size=len(images))
 
-        Consecutive images of one size share a model pass of up to ``batch`` images.
-        """
-        results: list[torch.Tensor] = []
+    def cutouts(self, pictures: list[Picture]) -> list[Cutout]:
+        """The cut-out of each picture, in order; consecutive pictures of one size share a
+        model pass of up to ``batch`` images."""
+        results: list[Cutout] = []
         start = 0
-        while start < len(images):
+        while start < len(pictures):
             stop = start + 1
-            while (stop < len(images) and stop - start < self.batch
-                   and images[stop].shape == images[start].shape):
+            while (stop < len(pictures) and stop - start < self.batch
+                   and pictures[stop].rgb.shape == pictures[start].rgb.shape):
                 stop += 1
-            batch = torch.cat([image_tensor(pixels) for pixels in images[start:stop]])
-            results.extend(self._alpha(batch))
+            group = pictures[start:stop]
+            images = torch.cat([model_input(picture) for picture in group])
+            with torch.inference_mode():
+                alphas = self.predict(images).probabilities().cpu()
+            results.extend(cutout(picture, alpha, self.options.cut) for picture, alpha in zip(group, alphas))
             start = stop
         return results
 
-    def try_alphas(self, images: list[np.ndarray]) -> list[torch.Tensor | BaseException]:
-        """Like :meth:`alphas`, but an image that fails yields its exception instead.
+    def try_cutouts(self, pictures: list[Picture]) -> list[Cutout | Exception]:
+        """Like :meth:`cutouts`, but a picture that fails yields its exception instead.
 
-        When a shared pass fails its images are retried one by one, so one bad image (too
+        When a shared pass fails its pictures are retried one by one, so one bad image (too
         large for the device, say) does not take the others of its batch with it.
         """
         try:
-            return self.alphas(images)
+            return self.cutouts(pictures)
         except Exception as error:  # noqa: BLE001 - reported per item by the caller
-            if len(images) == 1:
+            if len(pictures) == 1:
                 return [error]
-        results: list[torch.Tensor | BaseException] = []
-        for pixels in images:
-            results.extend(self.try_alphas([pixels]))
+        results: list[Cutout | Exception] = []
+        for picture in pictures:
+            results.extend(self.try_cutouts([picture]))
         return results
-
-    def _alpha(self, images: torch.Tensor) -> list[torch.Tensor]:
-        with torch.inference_mode():
-            if self.options.hires:
-                prediction = segment_highres(self.model, images, self.highres).prediction
-            else:
-                prediction = predict_logits(self.model, images, resolution=self.options.resolution,
-                                            keep_aspect=self.options.keep_aspect, batch_size=len(images))
-            return list(prediction.probabilities().cpu())
-
-
-def describe(error: BaseException) -> str:
-    """A one-line message for the report: ours as written, others with their type."""
-    from ..errors import MeticulousError
-
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return text if isinstance(error, MeticulousError) else f"{type(error).__name__}: {text}"
 
 
 # --- the report ----------------------------------------------------------------------------

@@ -5,8 +5,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .io import decode_image, write_outputs
-from .job import JobOptions, Matter, Plan, Report, Weights, describe
+from ..files.batch import describe
+from .io import read_image_bytes, write_cutout_files
+from .job import JobOptions, Matter, Plan, Report, Weights
 
 
 def run_local(plan: Plan, weights: Weights, options: JobOptions, *, progress: bool = True) -> Report:
@@ -15,19 +16,19 @@ def run_local(plan: Plan, weights: Weights, options: JobOptions, *, progress: bo
     matter = Matter(weights, options)
     with tqdm(total=len(plan.todo), unit="image", disable=not progress, file=sys.stderr) as bar:
         for start in range(0, len(plan.todo), matter.batch):
-            decoded = []
+            read = []
             for source in plan.todo[start:start + matter.batch]:
                 try:
-                    decoded.append((source, decode_image(Path(source).read_bytes(), source)))
+                    # Bytes first, as Ray reads them: both engines decode the same way.
+                    read.append((source, read_image_bytes(Path(source).read_bytes(), source)))
                 except Exception as error:  # noqa: BLE001 - one bad file must not stop the job
                     report.fail(source, describe(error))
-            alphas = matter.try_alphas([pixels for _, pixels in decoded])
-            for (source, pixels), alpha in zip(decoded, alphas):
-                if isinstance(alpha, BaseException):
-                    report.fail(source, describe(alpha))
+            for (source, _), result in zip(read, matter.try_cutouts([picture for _, picture in read])):
+                if isinstance(result, Exception):
+                    report.fail(source, describe(result))
                     continue
                 try:
-                    write_outputs(plan.output, source, pixels, alpha)
+                    write_cutout_files(plan.output, source, result)
                     report.done += 1
                 except Exception as error:  # noqa: BLE001
                     report.fail(source, describe(error))

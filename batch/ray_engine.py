@@ -1,6 +1,6 @@
 """The Ray engine: the batch job as a Ray Data pipeline, on a local Ray or an existing cluster.
 
-    read_binary_files -> decode (tasks) -> matte (a pool of actors, one model each) -> write (tasks)
+    read_binary_files -> decode + matte (a pool of actors, one model each) -> encode + write (tasks)
 
 Reading goes through Ray's own file readers, so any filesystem pyarrow knows (local paths,
 ``s3://``, ``gs://``, ...) works without code of ours. Outputs are written by the workers into
@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .io import decode_image, write_outputs
-from .job import JobOptions, Matter, Plan, Report, Weights, describe
+from ..files.batch import describe
+from .io import Cutout, read_image_bytes, write_cutout_files
+from .job import JobOptions, Matter, Plan, Report, Weights
 
 MAX_RESTARTS = 4
 MAX_TASK_RETRIES = 4
-NO_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
+NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
 NO_ALPHA = np.zeros((0, 0), dtype=np.float32)
 
 
@@ -40,27 +41,20 @@ def _import_ray():
 
 
 def _column(values: list) -> np.ndarray:
-    """An object column of per-row arrays of different shapes (Ray keeps them as ragged tensors)."""
+    """An object column of per-row values (arrays of different shapes, bytes or None)."""
     column = np.empty(len(values), dtype=object)
     column[:] = values
     return column
 
 
-def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``bytes``, ``path`` -> ``path``, ``image`` (uint8 ``[H,W,3]``), ``error`` ("" when fine)."""
-    images, errors = [], []
-    for data, path in zip(batch["bytes"], batch["path"]):
-        try:
-            images.append(decode_image(data, str(path)))
-            errors.append("")
-        except Exception as error:  # noqa: BLE001 - reported per item
-            images.append(NO_IMAGE)
-            errors.append(describe(error))
-    return {"path": batch["path"], "image": _column(images), "error": np.array(errors, dtype=object)}
-
-
 class MatteActor:
-    """One model per actor, built once from the weights in the object store."""
+    """One model per actor, built once from the weights in the object store.
+
+    Takes ``bytes``, ``path`` rows as Ray's reader gives them; decodes, runs the model, and
+    returns ``path``, ``colour`` (uint8 ``[H,W,3]``), ``alpha`` (float32 ``[H,W]``), ``icc``
+    and ``error`` ("" when fine). Encoded files travel to the actor, not decoded pixels: a
+    12 MP photo is a few MB as a JPEG and 144 MB as float colour.
+    """
 
     def __init__(self, weights: list, options: JobOptions, device: str | None):
         import ray
@@ -70,26 +64,38 @@ class MatteActor:
         self.matter = Matter(ray.get(weights[0]), options, device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        errors = list(batch["error"])
-        todo = [index for index, error in enumerate(errors) if not error]
-        alphas = [NO_ALPHA] * len(errors)
-        for index, alpha in zip(todo, self.matter.try_alphas([batch["image"][i] for i in todo])):
-            if isinstance(alpha, BaseException):
-                errors[index] = describe(alpha)
-            else:
-                alphas[index] = alpha.numpy()
-        return {"path": batch["path"], "image": batch["image"], "alpha": _column(alphas),
-                "error": np.array(errors, dtype=object)}
+        paths = [str(path) for path in batch["path"]]
+        errors = [""] * len(paths)
+        pictures = {}
+        for index, (data, path) in enumerate(zip(batch["bytes"], paths)):
+            try:
+                pictures[index] = read_image_bytes(bytes(data), path)
+            except Exception as error:  # noqa: BLE001 - reported per item
+                errors[index] = describe(error)
+        results = dict(zip(pictures, self.matter.try_cutouts(list(pictures.values()))))
+        colours, alphas, iccs = [], [], []
+        for index in range(len(paths)):
+            result = results.get(index)
+            if isinstance(result, Exception):
+                errors[index] = describe(result)
+            ok = result is not None and not isinstance(result, Exception)
+            colours.append(result.colour if ok else NO_PIXELS)
+            alphas.append(result.alpha if ok else NO_ALPHA)
+            iccs.append(result.icc_profile if ok and result.icc_profile else b"")
+        return {"path": np.array(paths, dtype=object), "colour": _column(colours), "alpha": _column(alphas),
+                "icc": _column(iccs), "error": np.array(errors, dtype=object)}
 
 
 def write_batch(batch: dict[str, np.ndarray], output: str) -> dict[str, np.ndarray]:
     """Write each item's two PNGs; returns only ``path`` and ``error`` to the driver."""
     errors = list(batch["error"])
-    for index, (path, pixels, alpha) in enumerate(zip(batch["path"], batch["image"], batch["alpha"])):
+    for index, path in enumerate(batch["path"]):
         if errors[index]:
             continue
         try:
-            write_outputs(Path(output), str(path), pixels, torch.from_numpy(np.asarray(alpha)))
+            result = Cutout(np.asarray(batch["colour"][index]), np.asarray(batch["alpha"][index]),
+                            bytes(batch["icc"][index]) or None)
+            write_cutout_files(Path(output), str(path), result)
         except Exception as error:  # noqa: BLE001 - reported per item
             errors[index] = describe(error)
     return {"path": batch["path"], "error": np.array(errors, dtype=object)}
@@ -154,9 +160,8 @@ def run_ray(plan: Plan, weights: Weights, options: JobOptions, *, address: str |
         device = "cuda" if num_gpus_per_worker > 0 else None
         # Rows per actor call: the model batch, so a pass is never split across calls.
         rows = options.model_batch(torch.device("cuda" if num_gpus_per_worker > 0 else "cpu"))
-        decoded = (ray.data.read_binary_files(plan.todo, include_paths=True)
-                   .map_batches(decode_batch, batch_format="numpy", batch_size=rows))
-        matted = map_actors(decoded, ray, MatteActor, size, num_gpus_per_worker, batch_size=rows,
+        files = ray.data.read_binary_files(plan.todo, include_paths=True)
+        matted = map_actors(files, ray, MatteActor, size, num_gpus_per_worker, batch_size=rows,
                             fn_constructor_kwargs={"weights": [weights_ref], "options": options, "device": device})
         written = matted.map_batches(write_batch, batch_format="numpy", batch_size=rows,
                                      fn_kwargs={"output": str(plan.output)})

@@ -68,7 +68,7 @@ def run_frames_ray(paths: list[str], output: Path, weights: Weights, options: Jo
         pending = []
 
         def write(chunk_paths: list[str], smoothed: torch.Tensor) -> None:
-            pending.append(writer.remote(output, chunk_paths, smoothed))
+            pending.append(writer.remote(output, chunk_paths, smoothed, options.cut))
             while len(pending) > 2 * size:  # bounded: the driver does not hold the whole film
                 done, _ = ray.wait(pending, num_returns=1)
                 ray.get(done)

@@ -11,9 +11,13 @@ CPU_BATCH = 1
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA, then Apple MPS, then the CPU; or any name torch understands."""
+    """``auto``: CUDA, then Apple MPS, then the CPU; or ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+
+    A device this machine does not have is an :class:`InputError` here, before any model loads,
+    rather than a driver error halfway through the first image.
+    """
     if name != "auto":
-        return torch.device(name)
+        return _available(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
@@ -34,3 +38,24 @@ def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+def _available(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build of torch" if torch.version.cuda is None else "no usable CUDA GPU"
+            raise InputError(f"device {name!r} asked for, but this machine has {build}; use --device cpu "
+                             f"(or install the CUDA build of torch)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"device {name!r} asked for, but there are only {torch.cuda.device_count()} "
+                             f"CUDA devices (cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(f"device {name!r} asked for, but Apple MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise InputError(f"device {name!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+    return device

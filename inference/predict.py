@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..checks import check_images
+from ..checks import MAX_MODEL_SIDE, check_images, check_model_side
 from ..errors import InputError
 from .images import normalise, resize_images
 from .prediction import Prediction
@@ -26,11 +26,14 @@ def inference_size(model: nn.Module, image_size: tuple[int, int], resolution: in
     None) runs near the image's own size, clamped to ``resolution_range``. An int asks for an
     ``N×N`` input. With ``keep_aspect`` the input keeps the image's aspect ratio and the pixel
     count of the square/native size, so objects appear at the scale the model was trained on.
-    Every side is rounded to the model's ``size_multiple``.
+    Every side is rounded to the model's ``size_multiple`` and kept at most
+    :data:`~..checks.MAX_MODEL_SIDE`; ``keep_aspect`` also keeps each side within twice the
+    square's side, so a 1×5000 strip runs at 32×2048 rather than asking for 32×72416.
     """
     multiple = getattr(model, "size_multiple", 32)
     h, w = image_size
     if resolution is not None:
+        check_model_side(resolution)
         smallest = getattr(model, "min_resolution", multiple)
         if resolution < smallest:
             raise InputError(f"resolution {resolution} is too small for this model; use at least {smallest}")
@@ -45,7 +48,8 @@ def inference_size(model: nn.Module, image_size: tuple[int, int], resolution: in
     if keep_aspect:
         area = target[0] * target[1]
         scale = math.sqrt(area / (h * w))
-        return (_round_to(h * scale, multiple), _round_to(w * scale, multiple))
+        longest = min(MAX_MODEL_SIDE, 2 * max(target))
+        return (min(longest, _round_to(h * scale, multiple)), min(longest, _round_to(w * scale, multiple)))
     return (_round_to(target[0], multiple), _round_to(target[1], multiple))
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..inference.files import IMAGE_SUFFIXES
+from ..files.images import IMAGE_SUFFIXES, read_mask
 from .boundary import mba_mq
 from .correction import hce
 from .inputs import as_binary, as_scores, check_pair
@@ -106,19 +106,9 @@ class Evaluator:
 
 
 def load_mask(path: Path) -> np.ndarray:
-    """A mask file as uint8 ``[H,W]``: the alpha channel if it is not fully opaque, else luminance."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode.startswith("I;16"):
-                return np.rint(np.asarray(img, dtype=np.float64) / 257.0).astype(np.uint8)
-            if "A" in img.getbands() or "transparency" in img.info:
-                alpha = np.asarray(img.convert("RGBA"))[..., 3]
-                if (alpha < 255).any():
-                    return alpha.copy()
-            return np.asarray(img.convert("L")).copy()
-    except OSError as exc:
-        raise InputError(f"cannot read mask {path}: {exc}") from exc
+    """A mask file as uint8 ``[H,W]``: the alpha channel if it is not fully opaque, else
+    brightness (read by the package's one image reader: 16-bit, float and palette files too)."""
+    return np.rint(read_mask(path).numpy() * 255).astype(np.uint8)
 
 
 def _images_by_stem(folder: Path, role: str) -> dict[str, Path]:

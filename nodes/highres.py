@@ -2,6 +2,7 @@
 
 import torch
 
+from ..checks import check_images
 from ..errors import InputError, WeightsError
 from ..highres import (BandFusion, HighResOptions, UncertainBand, patch_input_size, segment_highres,
                        uncertainty_preview, uncertainty_refine)
@@ -99,6 +100,7 @@ class UncertaintyRefine(io.ComfyNode):
     @classmethod
     def execute(cls, model, image: torch.Tensor, prediction, rule: str, fraction: float, zoom: float,
                 max_patches: int, batch_size: int, learned_weights: str = TRAINING_FREE) -> io.NodeOutput:
+        check_images(image, batched=True)
         if learned_weights != TRAINING_FREE:
             # The learned block refines the same windows in place of the segmentation model.
             network, batch_size = _learned(learned_weights, REFINERS), batch_size or CPU_BATCH
@@ -177,6 +179,7 @@ class SegmentHighRes(io.ComfyNode):
     @classmethod
     def execute(cls, model, image: torch.Tensor, resolution: int, rule: str, fraction: float, zoom: float,
                 max_patches: int, batch_size: int, rgba_colour: str) -> io.NodeOutput:
+        check_images(image, batched=True)  # before the model is moved onto the GPU
         network, batch_size = ready_model(model, patch_input_size(model.model), batch_size)
         band = _band(rule, fraction)
         options = HighResOptions(band=band, zoom=zoom, max_patches=max_patches or None, batch_size=batch_size,

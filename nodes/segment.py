@@ -2,6 +2,7 @@
 
 import torch
 
+from ..checks import check_images
 from ..highres.uncertainty import uncertainty_map
 from ..inference import predict, predict_logits
 from .comfy import io, progress_reporter
@@ -26,6 +27,7 @@ class Segment(io.ComfyNode):
     @classmethod
     def execute(cls, model, image: torch.Tensor, resolution: int, keep_aspect: bool, batch_size: int,
                 rgba_colour: str) -> io.NodeOutput:
+        check_images(image, batched=True)  # before the model is moved onto the GPU
         network, batch_size = ready_for_images(model, image, resolution, keep_aspect, batch_size)
         mask = to_output(predict(network, image, resolution=resolution or None, keep_aspect=keep_aspect,
                                  batch_size=batch_size, progress=progress_reporter(image.shape[0])))
@@ -50,6 +52,7 @@ class CoarsePredict(io.ComfyNode):
     @classmethod
     def execute(cls, model, image: torch.Tensor, resolution: int, keep_aspect: bool,
                 batch_size: int) -> io.NodeOutput:
+        check_images(image, batched=True)
         network, batch_size = ready_for_images(model, image, resolution, keep_aspect, batch_size)
         return io.NodeOutput(predict_logits(network, image, resolution=resolution or None, keep_aspect=keep_aspect,
                                             batch_size=batch_size, progress=progress_reporter(image.shape[0])))

@@ -124,7 +124,7 @@ def test_local_engine_writes_every_image_and_reports_the_corrupt_one(local_run, 
     report = _report(output)
     assert (report["engine"], report["inputs"], report["done"], report["skipped"]) == ("local", 8, 7, 0)
     assert [item["input"] for item in report["failed"]] == [str(photos / "corrupt.jpg")]
-    assert "cannot read image" in report["failed"][0]["error"]
+    assert "not an image" in report["failed"][0]["error"]
     for index in range(7):
         rgba, mask = _pixels(output / f"p{index}.png"), _pixels(output / f"p{index}_mask.png")
         assert np.array_equal(rgba[..., 3], mask)
@@ -132,12 +132,20 @@ def test_local_engine_writes_every_image_and_reports_the_corrupt_one(local_run, 
     assert not list(output.glob(".*"))  # no temporary files left behind
 
 
+def test_batch_writes_what_cut_writes(local_run, photos, weights, tmp_path):
+    _, output = local_run
+    sources = [photos / "p0.png", photos / "p1.png"]
+    assert main(["cut", *map(str, sources), "-o", str(tmp_path), "--weights", str(weights), *MODEL]) == 0
+    for name, pixels in _outputs(tmp_path).items():
+        assert np.array_equal(pixels, _pixels(output / name)), name
+
+
 def test_ray_engine_output_is_pixel_identical_to_local(local_run, ray_run):
     (_, local), (status, remote) = local_run, ray_run
     assert status == 1
     report = _report(remote)
     assert (report["engine"], report["done"], report["skipped"], len(report["failed"])) == ("ray", 7, 0, 1)
-    assert "cannot read image" in report["failed"][0]["error"]
+    assert "not an image" in report["failed"][0]["error"]
     expected = _outputs(local)
     assert len(expected) == 14
     got = _outputs(remote)

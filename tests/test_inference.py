@@ -76,10 +76,34 @@ def test_constant_image_gives_constant_mask_under_max_normalisation():
     (torch.zeros(1, 32, 32, 3, dtype=torch.uint8), "float"),
     (torch.zeros(1, 0, 32, 3), "empty side"),
     ([[0.0]], "torch tensor"),
+    (torch.rand(1, 3, 100, 3), "channels-first"),
+    (torch.rand(2, 3, 40, 50), "channels-first"),
+    (torch.rand(1, 32, 32, 3).index_put_((torch.tensor([0]), torch.tensor([5]), torch.tensor([5])),
+                                         torch.tensor(float("nan"))), "NaN"),
+    (torch.full((1, 8, 8, 3), float("inf")), "NaN or infinite"),
+    (torch.rand(1, 32, 32, 3) * 255, "0..1.*dividing by 255"),
+    (-torch.rand(1, 32, 32, 3) - 0.5, "0..1"),
 ])
 def test_bad_images_are_reported(bad, message):
     with pytest.raises(InputError, match=message):
         predict(MeanModel(), bad)
+
+
+def test_small_overshoots_are_clamped_not_refused():
+    model = MeanModel()
+    overshoot = torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1
+    torch.testing.assert_close(predict(model, overshoot), predict(model, overshoot.clamp(0, 1)))
+
+
+def test_model_input_size_is_bounded():
+    model = MeanModel()
+    with pytest.raises(InputError, match="largest model input side, 4096"):
+        inference_size(model, (1000, 1000), resolution=100000)
+    assert inference_size(model, (1000, 1000), resolution=4096) == (4096, 4096)
+    # keep_aspect on an extreme strip: within twice the square's side, not 32x72416.
+    model.native_resolution = (1024, 1024)
+    assert inference_size(model, (1, 5000), keep_aspect=True) == (32, 2048)
+    assert inference_size(model, (5000, 1), keep_aspect=True) == (2048, 32)
 
 
 def test_huge_images_are_refused_before_any_work():

@@ -411,3 +411,9 @@ def test_parameter_checks():
         matting.remove_small_islands(mask, 4, threshold=0.0)
     with pytest.raises(InputError):
         matting.threshold(mask, 1.5)
+
+
+@pytest.mark.parametrize("method", ["multilevel", "blur_fusion"])
+def test_foreground_estimation_refuses_an_empty_batch(method):
+    with pytest.raises(InputError, match="batch is empty"):
+        matting.estimate_foreground(torch.zeros(0, 8, 8, 3), torch.zeros(0, 8, 8), method=method)

@@ -280,6 +280,19 @@ def test_prediction_chain_matches_one_shot_segment(comfyui, installed_b0):
     torch.testing.assert_close(uncertainty[..., 1], 1 - (2 * mask - 1).abs())
 
 
+def test_segment_nodes_refuse_an_unbatched_image_before_loading_the_model(comfyui):
+    model = PixelModel()
+    patcher = wrapped(model)
+    unbatched = images(1)[0]
+    for name, extra in (("MeticulousSegment", dict(keep_aspect=False, rgba_colour="image")),
+                        ("MeticulousCoarsePredict", dict(keep_aspect=False)),
+                        ("MeticulousSegmentHighRes", dict(rule="mos", fraction=0.1, zoom=1.0, max_patches=0,
+                                                          rgba_colour="image"))):
+        with pytest.raises(InputError, match=r"\[B,H,W,3\]"):
+            run(comfyui.nodes[name], model=patcher, image=unbatched, resolution=0, batch_size=1, **extra)
+    assert model.calls == [] and comfyui.mm.loaded == []
+
+
 # --- mask tools: pixel semantics on a batch ----------------------------------------------------
 
 def squares() -> torch.Tensor:

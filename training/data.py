@@ -11,13 +11,12 @@ Recognised layouts of ``--data DIR`` (images and masks are paired by file name w
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..errors import InputError
-from ..inference.files import IMAGE_SUFFIXES
+from ..files.images import IMAGE_SUFFIXES, read_image, read_mask
 
 Pair = tuple[Path, Path]
 
@@ -77,16 +76,18 @@ def hold_out(pairs: list[Pair], fraction: float = 0.05) -> tuple[list[Pair], lis
 
 def load_pair(image_path: Path, mask_path: Path, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Image ``[3,S,S]`` and mask ``[1,S,S]`` float32 in 0..1, resized to ``size²`` (bilinear,
-    antialiased); the mask keeps its grey levels."""
-    try:
-        with Image.open(image_path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB").resize((size, size), Image.BILINEAR)
-        with Image.open(mask_path) as mask:
-            mask = ImageOps.exif_transpose(mask).convert("L").resize((size, size), Image.BILINEAR)
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"cannot read training pair {image_path.name}: {err}") from None
-    image = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
-    return image.contiguous(), torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255)[None]
+    antialiased); the mask keeps its grey levels. Both are read by the package's one image
+    reader (every mode and bit depth, EXIF orientation; a transparent image on white)."""
+    image = read_image(image_path).flattened()[0].permute(2, 0, 1)
+    mask = read_mask(mask_path)[None]
+    return _resize(image, size), _resize(mask, size)
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == (size, size):
+        return x.contiguous()
+    return F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)[0].clamp_(0, 1)
 
 
 class FolderPairs(Dataset):
