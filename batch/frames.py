@@ -16,8 +16,7 @@ Resumable: after a chunk is written, the smoothed logits of its last frame are s
 state saved before it.
 """
 
-import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -170,7 +170,7 @@ def resolve(model: str | None = None, weights: str | os.PathLike | None = None) 
     else:
         raise WeightsError("name a catalogue model (--model ID) or a weight file (--weights FILE)")
     resolved = Weights(str(path), read_safetensors(path), entry)
-    # Built once on the meta device's cheap path: an unsuitable file fails here, not on every worker.
+    # Built once here: a file of another architecture fails now, not on every worker.
     resolved.build(torch.device("cpu"), torch.float32)
     return resolved
 

@@ -93,7 +93,8 @@ def write_batch(batch: dict[str, np.ndarray], output: str) -> dict[str, np.ndarr
         if errors[index]:
             continue
         try:
-            result = Cutout(np.asarray(batch["colour"][index]), np.asarray(batch["alpha"][index]),
+            # Copies: arrays from the object store are read-only, and torch wants writable memory.
+            result = Cutout(np.array(batch["colour"][index]), np.array(batch["alpha"][index]),
                             bytes(batch["icc"][index]) or None)
             write_cutout_files(Path(output), str(path), result)
         except Exception as error:  # noqa: BLE001 - reported per item

@@ -164,6 +164,21 @@ def test_rerun_processes_nothing_new(ray_run, photos, weights):
     assert {path.name: path.stat().st_mtime_ns for path in output.glob("*.png")} == written
 
 
+def test_list_file_with_relative_paths_and_uris_goes_through_rays_readers(local_ray, local_run, photos, weights,
+                                                                         tmp_path):
+    listing = tmp_path / "inputs.txt"
+    relative = os.path.relpath(photos / "p1.png", tmp_path)
+    listing.write_text(f"# two inputs\n{relative}\n\n{(photos / 'p2.png').as_uri()}\n")
+    output = tmp_path / "out"
+    assert main(["batch", str(listing), "-o", str(output), "--weights", str(weights), *MODEL,
+                 "--engine", "ray"]) == 0
+    assert _report(output)["done"] == 2
+    got = _outputs(output)
+    assert sorted(got) == ["p1.png", "p1_mask.png", "p2.png", "p2_mask.png"]
+    for name, pixels in got.items():
+        assert np.array_equal(pixels, _pixels(local_run[1] / name)), name
+
+
 def _actor_processes() -> list[int]:
     """Process ids of Ray's model actors (Ray names the process after the actor class)."""
     found = []
