@@ -179,6 +179,19 @@ def test_list_file_with_relative_paths_and_uris_goes_through_rays_readers(local_
         assert np.array_equal(pixels, _pixels(local_run[1] / name)), name
 
 
+def test_uri_folder_is_listed_through_pyarrow_and_local_engine_refuses_uris(photos, weights, tmp_path):
+    pytest.importorskip("pyarrow")
+    from comfyui_meticulous.batch.job import list_inputs
+
+    listed = list_inputs(photos.as_uri())
+    assert listed == [(photos / name).as_uri() for name in ["corrupt.jpg", *(f"p{i}.png" for i in range(7))]]
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(listed[1] + "\n")
+    result = subprocess.run([sys.executable, "-m", "comfyui_meticulous", "batch", str(listing), "-o",
+                             str(tmp_path / "out"), "--weights", str(weights)], capture_output=True, text=True)
+    assert result.returncode == 2 and "--engine ray" in result.stderr and "Traceback" not in result.stderr
+
+
 def _actor_processes() -> list[int]:
     """Process ids of Ray's model actors (Ray names the process after the actor class)."""
     found = []
