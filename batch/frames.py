@@ -31,7 +31,7 @@ from ..inference.cutout import CutOptions
 from ..inference.prediction import Prediction
 from ..video.temporal import gate_frames, motion_gate, retention
 from .io import cutout, is_local, model_input, write_cutout_files
-from .job import JobOptions, Matter, Report, Weights, is_complete
+from .job import JobOptions, Matter, Report, Weights, is_complete, make_plan
 
 STATE_FOLDER = ".frames_state"
 
@@ -211,6 +211,7 @@ def run_frames(inputs: list[str], output: Path, weights: Weights, options: JobOp
     if not all(map(is_local, inputs)):
         raise InputError("--frames reads a folder every worker sees; URIs are not supported there")
     output = Path(output)
+    make_plan(inputs, output)  # the same checks as for images: names, existence, output folder
     bounds = chunk_bounds(len(inputs), frame_options.chunk)
     settings = _settings(weights, options, frame_options, len(inputs))
     first, previous = resume_point(output, inputs, bounds, settings)

@@ -123,10 +123,10 @@ def make_plan(inputs: list[str], output: str | os.PathLike) -> Plan:
     seen: dict[str, str] = {}
     for source in inputs:
         name = output_names(source)[0]
-        if name in seen:
-            raise InputError(f"{seen[name]} and {source} would both be written as {output / name}; "
+        if name.casefold() in seen:  # one file on case-insensitive filesystems (Windows, macOS)
+            raise InputError(f"{seen[name.casefold()]} and {source} would both be written as {output / name}; "
                              f"rename one, or run them into different output folders")
-        seen[name] = source
+        seen[name.casefold()] = source
         if is_local(source) and not Path(source).is_file():
             raise InputError(f"input not found: {source}")
         if is_local(source) and Path(source).resolve().parent == output.resolve():
