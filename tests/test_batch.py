@@ -192,42 +192,49 @@ def test_uri_folder_is_listed_through_pyarrow_and_local_engine_refuses_uris(phot
     assert result.returncode == 2 and "--engine ray" in result.stderr and "Traceback" not in result.stderr
 
 
-def _actor_processes() -> list[int]:
-    """Process ids of Ray's model actors (Ray names the process after the actor class)."""
+def _actor_processes(busy: bool = False) -> list[int]:
+    """Process ids of Ray's model actors; ``busy``: only those running a batch right now (Ray
+    names an actor's process after its class, plus ``.submit`` while a batch is running)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"MatteActor" in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
+            command = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
         except OSError:
             continue
+        if b"MatteActor" in command and (not busy or b".submit" in command):
+            found.append(int(entry.name))
     return found
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the actor's process through /proc")
 def test_killed_worker_loses_only_its_items_which_are_retried(local_ray, photos, weights, local_run, tmp_path):
     output = tmp_path / "out"
-    killed = []
+    killed, replacements = [], set()
+    running = threading.Event()
 
-    def kill_first_actor_after_first_item():
+    def kill_a_busy_actor_then_watch_for_its_replacement():
         deadline = time.monotonic() + 300
-        while not list(output.glob("*_mask.png")) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        actors = _actor_processes()
-        if actors:
-            finished = len(list(output.glob("*_mask.png")))
-            os.kill(actors[0], signal.SIGKILL)
-            killed.append((actors[0], finished))
+        while running.is_set() and time.monotonic() < deadline:
+            busy = _actor_processes(busy=True)
+            if busy and not killed:
+                os.kill(busy[0], signal.SIGKILL)
+                killed.append(busy[0])
+            elif killed:
+                replacements.update(pid for pid in busy if pid != killed[0])
+            time.sleep(0.005)
 
-    killer = threading.Thread(target=kill_first_actor_after_first_item, daemon=True)
+    running.set()
+    killer = threading.Thread(target=kill_a_busy_actor_then_watch_for_its_replacement, daemon=True)
     killer.start()
-    status = main(["batch", str(photos), "-o", str(output), "--weights", str(weights), *MODEL,
-                   "--engine", "ray", "--workers", "1"])
-    killer.join(timeout=10)
-    assert killed, "no model actor was found to kill"
-    pid, finished = killed[0]
-    assert finished < 7, "the job had finished before the worker was killed"
-    assert pid not in _actor_processes()
+    try:
+        status = main(["batch", str(photos), "-o", str(output), "--weights", str(weights), *MODEL,
+                       "--engine", "ray", "--workers", "1"])
+    finally:
+        running.clear()
+        killer.join(timeout=10)
+    assert killed, "the model actor was never seen running a batch"
+    assert killed[0] not in _actor_processes()
+    assert replacements, "no restarted actor ran the lost batch"
     report = _report(output)
     assert status == 1 and report["done"] == 7 and len(report["failed"]) == 1
     expected, got = _outputs(local_run[1]), _outputs(output)
