@@ -16,8 +16,8 @@ from pathlib import Path
 from .batch.cli import add_batch_parser
 from .checks import MAX_MODEL_SIDE
 from .errors import InputError, MeticulousError
-from .files.batch import BatchReport, Failure, run_each
-from .files.images import find_images, probe_image
+from .files.batch import BatchReport, Failure, readable_images, run_each
+from .files.images import find_images
 from .files.interrupts import Terminated, signals_as_exceptions
 from .files.naming import plan_outputs, prepare_folder
 from .metrics.cli import add_eval_parser
@@ -79,6 +79,8 @@ def run_cut(args: argparse.Namespace) -> int:
                          max_patches=args.max_patches, respect_alpha=args.respect_alpha, overwrite=args.overwrite)
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.precision)
+    if args.weights is not None and args.weights.is_dir():
+        raise InputError(f"--weights {args.weights} is a folder; give the .safetensors file inside it")
     if args.weights is not None and not args.weights.is_file():
         raise InputError(f"weights file not found: {args.weights}")
     paths = find_images(args.inputs)
@@ -95,10 +97,7 @@ def run_cut(args: argparse.Namespace) -> int:
 
         # Headers first: unreadable files and sizes beyond the limit are reported before the
         # model loads, and a run with nothing readable stops there.
-        readable = []
-        run_each(paths, lambda path: (probe_image(path), readable.append(path)), name=str, report=report,
-                 on_failure=failed if len(paths) > 1 else None)
-        report.done.clear()
+        readable = readable_images(paths, report, failed if len(paths) > 1 else None)
         if not readable:
             raise InputError(report.failed[0].reason if len(paths) == 1
                              else f"none of the {len(paths)} images can be read")
@@ -119,7 +118,8 @@ def run_cut(args: argparse.Namespace) -> int:
             images_bar(finished, len(readable))
 
         images_bar(0, len(readable))
-        with progress_bar("windows", enabled=bars and args.hires, unit="window", position=1) as windows_bar:
+        with progress_bar("high-res windows", enabled=bars and args.hires, unit="window",
+                          position=1) as windows_bar:
             run_each(readable, job, name=str, report=report, on_failure=failed, on_item=advance)
     print(report.summary(), file=sys.stderr)
     return report.exit_status

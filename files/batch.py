@@ -2,6 +2,7 @@
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from ..errors import MeticulousError
@@ -71,3 +72,17 @@ def run_each(items: Iterable[Item], job: Callable[[Item], object], *, name: Call
         if on_item is not None:
             on_item()
     return report
+
+
+def readable_images(paths: list[Path], report: BatchReport,
+                    on_failure: Callable[[Failure], None] | None = None) -> list[Path]:
+    """The ``paths`` whose headers read and whose size is within limits (see
+    :func:`~.images.probe_image`); the others go into ``report.failed``. Cheap (no pixels are
+    decoded), so a batch can report them before it loads a model."""
+    from .images import probe_image
+
+    readable = []
+    run_each(paths, lambda path: (probe_image(path), readable.append(path)), name=str, report=report,
+             on_failure=on_failure)
+    report.done.clear()  # read, not done: the real jobs report them
+    return readable

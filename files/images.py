@@ -42,8 +42,9 @@ from ..errors import InputError
 from .atomic import atomic_path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-# Rows converted to 8 bits at a time when writing: ~50 MB of float temporaries on a 12000 px row.
-STRIP_ROWS = 256
+# Values converted to 8 bits at a time when writing (about 4 MiB of float temporaries), so the
+# temporaries stay small beside the 8-bit image whatever its width.
+STRIP_VALUES = 1 << 20
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
 _PILLOW_LIMIT = threading.Lock()
 
@@ -214,9 +215,10 @@ def _grey(array: np.ndarray, scale: float) -> torch.Tensor:
 
 def _fill_uint8(dest: np.ndarray, source: torch.Tensor) -> None:
     """``dest[...] = round(clamp(source, 0, 1) * 255)`` a strip of rows at a time."""
-    for top in range(0, source.shape[0], STRIP_ROWS):
-        strip = source[top:top + STRIP_ROWS].detach().to("cpu", torch.float32)
-        dest[top:top + STRIP_ROWS] = strip.clamp(0, 1).mul_(255).round_().to(torch.uint8).numpy()
+    rows = max(1, STRIP_VALUES // max(1, source[0].numel()))
+    for top in range(0, source.shape[0], rows):
+        strip = source[top:top + rows].detach().to("cpu", torch.float32)
+        dest[top:top + rows] = strip.clamp(0, 1).mul_(255).round_().to(torch.uint8).numpy()
 
 
 def mask_bytes(mask: torch.Tensor) -> np.ndarray:
@@ -257,4 +259,9 @@ def write_cutout(rgba_path: str | Path, mask_path: str | Path, rgb: torch.Tensor
     its final name its mask does too (an interrupted run leaves at most a lone mask)."""
     mask = mask_bytes(alpha)
     _save_png(mask, "L", Path(mask_path), overwrite=overwrite, icc_profile=None)
-    write_rgba(rgba_path, rgb, mask, icc_profile=icc_profile, overwrite=overwrite)
+    height, width = mask.shape
+    rgba = np.empty((height, width, 4), np.uint8)
+    rgba[..., 3] = mask
+    del mask  # the RGBA array holds it now: one 8-bit image in memory while the PNG is encoded
+    _fill_uint8(rgba[..., :3], rgb)
+    _save_png(rgba, "RGBA", Path(rgba_path), overwrite=overwrite, icc_profile=icc_profile)

@@ -118,7 +118,8 @@ def test_one_bad_file_does_not_stop_the_batch(weights, tmp_path, capsys):
     assert _cut(folder, "-o", tmp_path / "out", weights=weights) == 1
     err = capsys.readouterr().err
     for index in range(4):
-        assert (tmp_path / "out" / f"img{index}.png").is_file() and (tmp_path / "out" / f"img{index}_mask.png").is_file()
+        for suffix in ("", "_mask"):
+            assert (tmp_path / "out" / f"img{index}{suffix}.png").is_file()
     assert "failed: " in err and "img1b.jpg: an empty file" in err and "2 frames" in err
     assert "4 of 6 images done, 2 failed" in err and "Traceback" not in err
 
@@ -273,3 +274,45 @@ def test_stopping_a_run_leaves_no_partial_file(signum, status, weights, tmp_path
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in err
     _check_stopped_cleanly(out)
+
+
+def test_bad_weights_are_one_error_line(tmp_path, one_image, capsys):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 100)
+    assert main(["cut", str(one_image), "-o", str(tmp_path / "out"), "--weights", str(broken)]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "broken.safetensors" in lines[0]
+
+
+def test_cut_hires_refines_and_writes_full_size_outputs(weights, tmp_path):
+    photo = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (160, 224, 3), dtype=np.uint8)).save(photo)
+    out = tmp_path / "out"
+    assert main(["cut", str(photo), "-o", str(out), "--weights", str(weights),
+                 "--resolution", "64", "--hires", "--max-patches", "2"]) == 0
+    mask = np.asarray(Image.open(out / "big_mask.png"))
+    assert mask.shape == (160, 224)
+    one_shot = tmp_path / "one"
+    assert main(["cut", str(photo), "-o", str(one_shot), "--weights", str(weights), "--resolution", "64"]) == 0
+    # The refined windows change the mask somewhere; outside the band the coarse result stays.
+    assert not np.array_equal(mask, np.asarray(Image.open(one_shot / "big_mask.png")))
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_partial(tmp_path, monkeypatch):
+    from comfyui_meticulous.files import images
+
+    target = tmp_path / "cut.png"
+    target.write_bytes(b"previous result")
+
+    def crash(self, fp, format=None, **params):
+        Path(fp).write_bytes(b"\x89PNG truncated")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        images.write_mask(target, torch.ones(4, 4))
+    assert target.read_bytes() == b"previous result"
+    assert list(tmp_path.iterdir()) == [target]
+    monkeypatch.undo()
+    images.write_mask(target, torch.ones(4, 4))
+    assert np.asarray(Image.open(target)).min() == 255 and list(tmp_path.iterdir()) == [target]

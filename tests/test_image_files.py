@@ -207,7 +207,7 @@ def test_cut_out_and_mask_round_trip_and_are_never_silently_replaced(tmp_path):
 
 def test_writing_works_in_strips_of_rows(tmp_path, monkeypatch):
     from comfyui_meticulous.files import images
-    monkeypatch.setattr(images, "STRIP_ROWS", 3)
+    monkeypatch.setattr(images, "STRIP_VALUES", 3 * 4 * 3)  # three rows of [10,4,3]
     rgb = torch.rand(10, 4, 3, generator=torch.Generator().manual_seed(3))
     write_cutout(tmp_path / "s.png", tmp_path / "s_mask.png", rgb, torch.linspace(0, 1, 40).view(10, 4))
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "s.png"))[..., :3], np.rint(rgb.numpy() * 255))
