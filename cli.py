@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from .batch.cli import add_batch_parser
 from .checks import MAX_MODEL_SIDE
 from .errors import InputError, MeticulousError
 from .files.batch import BatchReport, Failure, readable_images, run_each
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_download_parser(subparsers)
     add_eval_parser(subparsers)
     add_train_parser(subparsers)
+    add_batch_parser(subparsers)
     return parser
 
 
