@@ -7,19 +7,14 @@ and the cut split into "what the model does" and "what is written", so that the 
 and the writing task can be different processes.
 """
 
-import io
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..checks import MAX_SIDE
-from ..errors import InputError
-from ..files.images import _PILLOW_LIMIT, IMAGE_SUFFIXES, Picture, _decode, _profile_space, find_images, write_cutout
+from ..files.images import IMAGE_SUFFIXES, Picture, find_images, read_image, write_cutout
 from ..files.naming import MASK_SUFFIX
 from ..inference.cutout import CutOptions
 
@@ -28,40 +23,8 @@ __all__ = ["IMAGE_SUFFIXES", "CutOptions", "Cutout", "find_images", "is_local", 
 
 
 def read_image_bytes(data: bytes, name: str) -> Picture:
-    """:func:`..files.images.read_image` for an encoded file's bytes; ``name`` is used in errors.
-
-    The same checks (one frame, sides within ``MAX_SIDE``) and the same decoding of every mode.
-    """
-    try:
-        with _PILLOW_LIMIT:
-            saved = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                    image = Image.open(io.BytesIO(data))
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
-    except UnidentifiedImageError:
-        raise InputError(f"{name}: {'an empty file' if not data else 'not an image Pillow can read'}") from None
-    except (OSError, Image.DecompressionBombError, ValueError) as err:
-        raise InputError(f"{name}: cannot read image: {err}") from None
-    with image:
-        width, height = image.size
-        if max(width, height) > MAX_SIDE:
-            raise InputError(f"{name}: image is {width}x{height}; the largest supported side is {MAX_SIDE} px")
-        if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
-            raise InputError(f"{name}: has {image.n_frames} frames (animated or multi-page); "
-                             f"one image per file is supported: extract the frames first")
-        try:
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)
-            rgb, alpha = _decode(image, Path(name))
-            icc = image.info.get("icc_profile")
-        except (OSError, ValueError, SyntaxError) as err:
-            raise InputError(f"{name}: cannot decode image: {err}") from None
-        keep_icc = icc if icc and image.mode != "CMYK" and _profile_space(icc) == b"RGB " else None
-    return Picture(rgb, alpha, keep_icc, Path(name))
+    """:func:`..files.images.read_image` for an encoded file's bytes; ``name`` is used in errors."""
+    return read_image(name, data)
 
 
 @dataclass

@@ -88,9 +88,13 @@ def find_images(inputs: list[str | Path]) -> list[Path]:
 
 
 @contextmanager
-def open_image(path: str | Path) -> Iterator[Image.Image]:
+def open_image(path: str | Path, data: bytes | None = None) -> Iterator[Image.Image]:
     """The file opened by Pillow (header read, pixels not yet decoded), checked: one frame,
-    sides within :data:`MAX_SIDE`. Errors are :class:`InputError` naming the file."""
+    sides within :data:`MAX_SIDE`. Errors are :class:`InputError` naming the file.
+
+    ``data``: the file's bytes, already read (e.g. from object storage); ``path`` then only
+    names it in messages.
+    """
     path = Path(path)
     try:
         with _PILLOW_LIMIT:
@@ -101,13 +105,14 @@ def open_image(path: str | Path) -> Iterator[Image.Image]:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                    image = Image.open(path)
+                    image = Image.open(path if data is None else io.BytesIO(data))
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except UnidentifiedImageError:
-        kind = "an empty file" if path.stat().st_size == 0 else "not an image Pillow can read"
+        empty = path.stat().st_size == 0 if data is None else not data
+        kind = "an empty file" if empty else "not an image Pillow can read"
         raise InputError(f"{path}: {kind}") from None
     except (OSError, Image.DecompressionBombError, ValueError) as err:
         raise InputError(f"{path}: cannot read image: {err}") from None
@@ -127,10 +132,11 @@ def probe_image(path: str | Path) -> tuple[int, int]:
         return image.size
 
 
-def read_image(path: str | Path) -> Picture:
-    """The image at ``path`` as a :class:`Picture` (see the module notes for each mode)."""
+def read_image(path: str | Path, data: bytes | None = None) -> Picture:
+    """The image at ``path`` (or in ``data``, named ``path``: see :func:`open_image`) as a
+    :class:`Picture` (see the module notes for each mode)."""
     path = Path(path)
-    with open_image(path) as image:
+    with open_image(path, data) as image:
         try:
             image.load()
             ImageOps.exif_transpose(image, in_place=True)

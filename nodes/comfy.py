@@ -39,7 +39,7 @@ import comfy.model_patcher
 import comfy.utils
 import folder_paths
 import torch
-from comfy_api.latest import ComfyExtension, io
+from comfy_api.latest import ComfyExtension, io  # noqa: F401  (re-exported to the node modules)
 from torch import nn
 
 from ..inference.device import PRECISIONS

@@ -6,7 +6,7 @@ import os
 import torch
 
 from ..checks import check_images
-from ..errors import InputError, WeightsError
+from ..errors import InputError
 from ..highres import (BandFusion, HighResOptions, UncertainBand, patch_input_size, segment_highres,
                        uncertainty_preview, uncertainty_refine)
 from ..highres.learned import LearnedFusion
