@@ -2,6 +2,7 @@
 
 Commands:
   cut       cut objects out of images: a straight-alpha RGBA PNG and a mask PNG per image
+  batch     the same job over a folder or list file, resumable, locally or on a Ray cluster
   models    list the model catalogue and where each file is installed
   download  fetch models from the Hugging Face Hub, verified by sha256
   eval      score predicted masks against ground truth (MAE, F, S, E, IoU, mBA, MQ, HCE, ...)
