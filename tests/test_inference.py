@@ -98,3 +98,14 @@ def test_resolution_below_the_model_minimum_is_refused():
     model.min_resolution = 64
     with pytest.raises(InputError, match="at least 64"):
         predict(model, torch.rand(1, 80, 80, 3), resolution=32)
+
+
+def test_auto_precision_uses_bf16_only_on_cpus_that_run_it_natively(monkeypatch):
+    from comfyui_meticulous.inference import device
+    assert isinstance(device.cpu_has_native_bf16(), bool)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert device.pick_dtype(torch.device("cpu")) == torch.bfloat16
+    assert device.pick_dtype(torch.device("mps")) == torch.float32
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert device.pick_dtype(torch.device("cpu")) == torch.float32
+    assert device.pick_dtype(torch.device("cpu"), "fp16") == torch.float16
