@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from comfyui_meticulous.inference.device import cpu_has_native_bf16
+
 REPO = Path(__file__).resolve().parent.parent
 BASELINE_PACKAGE = "comfyui_meticulous_baseline"
 # Revision 32e3857 against the official code, fp32, 1024², 2 threads, alternated runs.
@@ -113,7 +115,8 @@ def main() -> None:
         return
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, {args.size}², "
-          f"baseline {args.baseline}, {args.rounds} alternated rounds, minimum kept")
+          f"baseline {args.baseline}, {args.rounds} alternated rounds, minimum kept, "
+          f"native CPU bf16: {'yes' if cpu_has_native_bf16() else 'no'}")
     print("official = baseline time / factor, official peak = baseline peak - extra; factor and extra "
           "measured against the official code on this machine class (see bench/bench_birefnet.py)")
     with tempfile.TemporaryDirectory() as tmp:

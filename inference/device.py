@@ -41,11 +41,11 @@ def cpu_has_native_bf16() -> bool:
 
 
 def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
-    """``auto``: bf16 on CUDA GPUs that support it, fp16 on other CUDA GPUs, bf16 on CPUs with
-    native bf16 (:func:`cpu_has_native_bf16`), fp32 elsewhere.
+    """``auto``: bf16 on CUDA GPUs that support it, fp16 on other CUDA GPUs, fp32 elsewhere.
 
-    fp16 is never chosen on the CPU or MPS, where it is slow or inaccurate, nor bf16 on MPS or on
-    CPUs that would emulate it; asking for either explicitly is allowed.
+    Half precision is never chosen on the CPU or MPS; asking for it explicitly is allowed. On
+    CPUs with native bf16 (:func:`cpu_has_native_bf16`) ``bf16`` is the faster choice (see the
+    README's Performance section for its speed and accuracy), but it stays opt-in.
     """
     if precision != "auto":
         if precision not in PRECISIONS:
@@ -53,6 +53,4 @@ def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
         return PRECISIONS[precision]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
     return torch.float32

@@ -29,7 +29,7 @@ import torch
 from comfy_api.latest import ComfyExtension, io
 from torch import nn
 
-from ..inference.device import PRECISIONS, cpu_has_native_bf16
+from ..inference.device import PRECISIONS
 from .model_folders import FOLDER_KEY
 
 PRECISION_OPTIONS = ["auto", *PRECISIONS]
@@ -63,14 +63,13 @@ def model_dtype(device: torch.device, precision: str) -> torch.dtype:
     """The weight dtype for ``precision`` on ``device``.
 
     ``auto``: bf16 where ComfyUI says the GPU supports it, else fp16 where ComfyUI says it is
-    safe, else fp32; on the CPU bf16 where it runs natively, else fp32; always fp32 on MPS
-    (ComfyUI calls fp16 usable on MPS, but the networks' attention and normalisation lose
-    accuracy there). Forced values are used as given.
+    safe, else fp32; always fp32 on the CPU and MPS (ComfyUI calls fp16 usable on MPS, but the
+    networks' attention and normalisation lose accuracy there). Forced values are used as given.
     """
     if precision != "auto":
         return PRECISIONS[precision]
     if is_cpu_like(device):
-        return torch.bfloat16 if is_cpu(device) and cpu_has_native_bf16() else torch.float32
+        return torch.float32
     if model_management.should_use_bf16(device):
         return torch.bfloat16
     if model_management.should_use_fp16(device):

@@ -100,12 +100,10 @@ def test_resolution_below_the_model_minimum_is_refused():
         predict(model, torch.rand(1, 80, 80, 3), resolution=32)
 
 
-def test_auto_precision_uses_bf16_only_on_cpus_that_run_it_natively(monkeypatch):
+
+def test_auto_precision_never_halves_on_the_cpu_and_bf16_support_is_reported(monkeypatch):
     from comfyui_meticulous.inference import device
     assert isinstance(device.cpu_has_native_bf16(), bool)
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
-    assert device.pick_dtype(torch.device("cpu")) == torch.bfloat16
-    assert device.pick_dtype(torch.device("mps")) == torch.float32
-    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     assert device.pick_dtype(torch.device("cpu")) == torch.float32
-    assert device.pick_dtype(torch.device("cpu"), "fp16") == torch.float16
+    assert device.pick_dtype(torch.device("mps")) == torch.float32
+    assert device.pick_dtype(torch.device("cpu"), "bf16") == torch.bfloat16

@@ -158,14 +158,10 @@ def test_missing_catalogue_model_fails_offline_with_instructions(comfyui):
         run(comfyui.nodes["MeticulousLoadModel"], model="birefnet-lite", precision="auto")
 
 
-def test_auto_precision_follows_comfyui_never_fp16_on_cpu_or_mps(comfyui, monkeypatch):
-    from comfyui_meticulous.nodes import comfy
+def test_auto_precision_follows_comfyui_but_never_halves_cpu_or_mps(comfyui):
     from comfyui_meticulous.nodes.comfy import model_dtype
     gpu = torch.device("cuda", 0)  # only a label: nothing is allocated on it
-    monkeypatch.setattr(comfy, "cpu_has_native_bf16", lambda: False)
     assert model_dtype(torch.device("cpu"), "auto") == torch.float32
-    monkeypatch.setattr(comfy, "cpu_has_native_bf16", lambda: True)
-    assert model_dtype(torch.device("cpu"), "auto") == torch.bfloat16
     assert comfyui.mm.should_use_fp16(torch.device("mps"))
     assert model_dtype(torch.device("mps"), "auto") == torch.float32
     comfyui.mm.gpu_bf16, comfyui.mm.gpu_fp16 = True, True

@@ -205,6 +205,12 @@ class SwinStage(nn.Module):
             self._mask_cache[key] = shifted_window_mask(*key[:2], w, self.shift, device, dtype)
         return self._mask_cache[key]
 
+    def _apply(self, fn, recurse=True):
+        # .to()/.cuda()/.half() and partial offloading: masks made for the old device or dtype
+        # would only hold memory there; the next forward makes them where the input is.
+        self._mask_cache.clear()
+        return super()._apply(fn, recurse)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if torch.compiler.is_compiling():
             # A compiled graph computes the mask once per input size itself; a dict of tensors
