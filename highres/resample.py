@@ -11,11 +11,13 @@ import torch.nn.functional as F
 
 def _source_taps(out_size: int, in_size: int, start: int, stop: int, device: torch.device):
     """For output pixels ``start..stop-1``: the two input indices and the weight of the second."""
-    position = (torch.arange(start, stop, device=device, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5
+    # float64 for exact indices on huge maps, computed on the CPU: MPS has no float64; the
+    # three vectors hold one value per output row, so moving them costs nothing.
+    position = (torch.arange(start, stop, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5
     position = position.clamp_min(0)
     first = position.floor().long().clamp_max(in_size - 1)
     second = (first + 1).clamp_max(in_size - 1)
-    return first, second, (position - first).float()
+    return first.to(device), second.to(device), (position - first).float().to(device)
 
 
 def resize_rows(x: torch.Tensor, size: tuple[int, int], start: int, stop: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ concatenated (multi-scale input), then the three shallow stages are pooled into 
 """
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -28,6 +29,11 @@ def image_to_patches(image: torch.Tensor, size, order: str = "einops") -> torch.
     """``[B, C, H, W]`` -> ``[B, C*g_h*g_w, h, w]``: the image cut into a grid of ``size`` patches."""
     h, w = size
     return rearrange(image, PATCH_ORDERS[order], hg=image.shape[-2] // h, wg=image.shape[-1] // w)
+
+
+def _observed(module: nn.Module) -> bool:
+    """Whether forward hooks watch ``module`` (then it must run as itself, not folded away)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 class Decoder(nn.Module):
@@ -87,8 +93,37 @@ class Decoder(nn.Module):
         p2 = self._gate(p2, self.gdt_convs_2, self.gdt_convs_attn_2)
         p1 = resize(p2, x1.shape[-2:]) + self.lateral_block2(x1)
         p1 = self.decoder_block1(torch.cat([p1, self._patches(image, self.ipt_blk2, p1.shape[-2:])], 1))
-        p1 = resize(p1, image.shape[-2:])
-        return self.conv_out1(torch.cat([p1, self.ipt_blk1(image)], 1))
+        if _observed(self.ipt_blk1) or _observed(self.conv_out1):
+            # Hooks see the real full-resolution 24-channel branch and concatenation.
+            return self.conv_out1(torch.cat([resize(p1, image.shape[-2:]), self.ipt_blk1(image)], 1))
+        return self._full_resolution_head(image, p1)
+
+    def _full_resolution_head(self, image, p1):
+        """``conv_out1(cat[resize(p1), ipt_blk1(image)])`` without full-resolution feature maps.
+
+        Everything after the last nonlinearity is linear. The output conv's share of ``p1`` runs
+        on the quarter-size map, and its one-channel result is resized (bilinear weights sum to
+        one, so the resize commutes with it). Its share of the image branch is the 3×3 stem, a
+        3×3 conv to 24 channels and a 1×1 to one: per tap ``t`` of the second 3×3 that is a vector
+        ``v_t`` over the stem's 64 channels, and ``v_t`` after the stem is itself a 3×3 conv of
+        the image. So one conv from 3 to 9 channels (one per tap, zero outside the image like
+        the stem's output) and nine shifted sums give the branch exactly, borders included.
+        """
+        head, stem, last = self.conv_out1[0], self.ipt_blk1.conv1, self.ipt_blk1.conv_out
+        split = p1.shape[1]
+        small = F.conv2d(p1, head.weight[:, :split], head.bias)
+        share = head.weight[0, split:, 0, 0]  # [ipt]
+        kh, kw = last.kernel_size
+        per_tap = torch.einsum("i,icab->abc", share, last.weight).reshape(kh * kw, -1)  # [taps, 64]
+        taps = F.conv2d(image, torch.einsum("tc,cdij->tdij", per_tap, stem.weight), per_tap @ stem.bias,
+                        padding=stem.padding)
+        h, w = image.shape[-2:]
+        taps = F.pad(taps, (last.padding[1], last.padding[1], last.padding[0], last.padding[0]))
+        out = resize(small, (h, w)) + share @ last.bias
+        for a in range(kh):
+            for b in range(kw):
+                out.add_(taps[:, a * kw + b:a * kw + b + 1, a:a + h, b:b + w])
+        return out
 
 
 class BiRefNet(SegmentationModel):

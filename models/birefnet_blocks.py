@@ -14,6 +14,26 @@ def resize(x: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
 
 
+def folded_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one conv equal to ``bn(conv(x))`` with ``bn`` in eval mode.
+
+    Computed on every call from the live parameters (a few thousand multiplications), so loading,
+    ``.to()`` and partial offloading need nothing refreshed and the state dict keeps its keys.
+    """
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return conv.weight * scale.view(-1, 1, 1, 1), bias
+
+
+def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """``bn(conv(x))``: one folded convolution in eval mode, the two modules while training."""
+    if bn.training:
+        return bn(conv(x))
+    weight, bias = folded_conv_bn(conv, bn)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
 class _DeformableBranch(nn.Module):
     """Deformable conv -> BN -> ReLU, one branch of :class:`ASPPDeformable`."""
 
@@ -23,7 +43,10 @@ class _DeformableBranch(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, x):
-        return F.relu(self.bn(self.atrous_conv(x)))
+        if self.bn.training:
+            return F.relu(self.bn(self.atrous_conv(x)))
+        # The batch norm rides in the deformable convolution's weight and bias.
+        return F.relu_(self.atrous_conv(x, *folded_conv_bn(self.atrous_conv.regular_conv, self.bn)))
 
 
 class ASPPDeformable(nn.Module):
@@ -43,9 +66,19 @@ class ASPPDeformable(nn.Module):
         self.bn1 = nn.BatchNorm2d(channels)
 
     def forward(self, x):
-        branches = [self.aspp1(x), *(branch(x) for branch in self.aspp_deforms)]
-        branches.append(resize(self.global_avg_pool(x), x.shape[-2:]))
-        return F.relu(self.bn1(self.conv1(torch.cat(branches, dim=1))))
+        if self.training:
+            branches = [self.aspp1(x), *(branch(x) for branch in self.aspp_deforms)]
+            branches.append(resize(self.global_avg_pool(x), x.shape[-2:]))
+            return F.relu(self.bn1(self.conv1(torch.cat(branches, dim=1))))
+        # The 1×1 fusion of the concatenation is the sum of each branch's slice of it: every
+        # 256-channel branch is reduced as soon as it exists, and the pooled branch, constant
+        # over the map, becomes a per-image bias instead of being spread to full size.
+        weight, bias = folded_conv_bn(self.conv1, self.bn1)
+        slices = weight.split(self.conv1.in_channels // (2 + len(self.aspp_deforms)), dim=1)
+        out = F.conv2d(self.global_avg_pool(x), slices[-1], bias)
+        for branch, part in zip((self.aspp1, *self.aspp_deforms), slices[:-1]):
+            out = out + F.conv2d(branch(x), part)
+        return F.relu_(out)
 
 
 class BasicDecBlk(nn.Module):
@@ -60,8 +93,8 @@ class BasicDecBlk(nn.Module):
         self.bn_out = nn.BatchNorm2d(out_channels)
 
     def forward(self, x):
-        x = F.relu(self.bn_in(self.conv_in(x)))
-        return self.bn_out(self.conv_out(self.dec_att(x)))
+        x = F.relu(conv_bn(x, self.conv_in, self.bn_in))
+        return conv_bn(self.dec_att(x), self.conv_out, self.bn_out)
 
 
 class SimpleConvs(nn.Module):

@@ -9,10 +9,11 @@ with bilinear interpolation (zero outside the map) at
 
 multiplied by ``mask[:, k]`` and contracted with ``weight[:, :, i, j]``.
 
-All taps are gathered with one ``grid_sample`` into a ``[B, C, Hout*kh, Wout*kw]`` map whose
-``kh×kw`` cells hold each output's samples, so a single convolution with ``stride=(kh, kw)``
-finishes the job. That map is ``kh*kw`` times the output size (49× for 7×7), so the output is
-processed in horizontal strips that keep it under ``max_elements``.
+All taps are gathered with one ``grid_sample`` into a ``[B, C, kh*kw, N]`` map (N output
+positions): viewed as ``[B, C*kh*kw, N]`` it is the column matrix of the convolution, so one
+matrix product with the ``[O, C*kh*kw]`` weight finishes the job at plain-GEMM speed. That map
+is ``kh*kw`` times the input size (49x for 7x7), so the output is processed in horizontal strips
+that keep it under ``max_elements``.
 """
 
 import torch
@@ -28,29 +29,43 @@ def _pair(value: _Pair) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-def _tap_grid(offset: torch.Tensor, dtype: torch.dtype, row0: int, kernel: tuple[int, int], stride: tuple[int, int],
+def _tap_grid(offset: torch.Tensor, row0: int, kernel: tuple[int, int], stride: tuple[int, int],
               padding: tuple[int, int], dilation: tuple[int, int], in_size: tuple[int, int]) -> torch.Tensor:
-    """Sampling grid ``[B, rows*kh, Wout*kw, 2]`` for ``grid_sample(align_corners=False)``."""
+    """Sampling grid ``[B, kh*kw, rows*Wout, 2]`` for ``grid_sample(align_corners=False)``."""
     b, _, rows, w_out = offset.shape
     kh, kw = kernel
     h_in, w_in = in_size
-    offset = offset.to(dtype).view(b, kh, kw, 2, rows, w_out).permute(0, 3, 4, 1, 5, 2)  # b,2,rows,kh,wout,kw
+    dtype = offset.dtype
+    offset = offset.view(b, kh, kw, 2, rows, w_out)
+
     def arange(n: int) -> torch.Tensor:
         return torch.arange(n, device=offset.device, dtype=dtype)
 
-    base_y = ((arange(rows) + row0) * stride[0] - padding[0]).view(rows, 1, 1, 1) + arange(kh).view(1, kh, 1, 1) * dilation[0]
-    base_x = (arange(w_out) * stride[1] - padding[1]).view(1, 1, w_out, 1) + arange(kw).view(1, 1, 1, kw) * dilation[1]
-    y = offset[:, 0] + base_y
-    x = offset[:, 1] + base_x
+    # [kh, 1, rows, 1] and [1, kw, 1, wout]: tap position plus output position in input pixels.
+    base_y = arange(kh).view(kh, 1, 1, 1) * dilation[0] + ((arange(rows) + row0) * stride[0] - padding[0]).view(1, 1, rows, 1)
+    base_x = arange(kw).view(1, kw, 1, 1) * dilation[1] + (arange(w_out) * stride[1] - padding[1]).view(1, 1, 1, w_out)
     # align_corners=False maps pixel centre c to (2c + 1) / size - 1, which stays defined for 1-pixel maps.
-    grid = torch.stack(((2 * x + 1) / w_in - 1, (2 * y + 1) / h_in - 1), dim=-1)
-    return grid.reshape(b, rows * kh, w_out * kw, 2)
+    gx = (offset[:, :, :, 1] + base_x) * (2 / w_in) + (1 / w_in - 1)
+    gy = (offset[:, :, :, 0] + base_y) * (2 / h_in) + (1 / h_in - 1)
+    return torch.stack((gx, gy), dim=-1).view(b, kh * kw, rows * w_out, 2)
+
+
+def _contract(columns: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``[B, K, R, W]`` column map times ``[O, K]`` -> ``[B, O, R, W]``, plus ``bias``.
+
+    On CPUs oneDNN's 1x1 convolution runs this float32 product about twice as fast as the BLAS
+    matrix product, while for bfloat16 the matrix product is the faster one (both measured).
+    """
+    if columns.dtype == torch.float32:
+        return F.conv2d(columns, weight[:, :, None, None], bias)
+    out = torch.matmul(weight, columns.flatten(2)).view(columns.shape[0], weight.shape[0], *columns.shape[2:])
+    return out if bias is None else out.add_(bias.view(1, -1, 1, 1))
 
 
 def modulated_deform_conv2d(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
                             weight: torch.Tensor, bias: torch.Tensor | None = None,
                             stride: _Pair = 1, padding: _Pair = 0, dilation: _Pair = 1,
-                            max_elements: int = 1 << 26) -> torch.Tensor:
+                            max_elements: int = 1 << 25) -> torch.Tensor:
     """Modulated deformable convolution.
 
     Args:
@@ -61,7 +76,9 @@ def modulated_deform_conv2d(input: torch.Tensor, offset: torch.Tensor, mask: tor
         max_elements: upper bound on the gathered tap map per strip (memory, not results).
 
     Returns:
-        ``[B, O, Hout, Wout]`` in the dtype of ``weight``. Sampling runs in at least float32.
+        ``[B, O, Hout, Wout]`` in the dtype of ``weight``. Sampling positions are computed in
+        at least float32; each strip of modulated taps is converted to the dtype of ``weight``
+        before the contraction.
     """
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     b, c, h_in, w_in = input.shape
@@ -74,20 +91,31 @@ def modulated_deform_conv2d(input: torch.Tensor, offset: torch.Tensor, mask: tor
         raise InputError(f"offset {list(offset.shape)} / mask {list(mask.shape)} do not match output "
                          f"{h_out}x{w_out} for a {kh}x{kw} kernel")
     # Sample in float32 whatever the model dtype: half-precision grid coordinates are off by
-    # a sizeable fraction of a pixel on maps a few hundred pixels wide.
+    # a sizeable fraction of a pixel on maps a few hundred pixels wide. grid_sample wants the
+    # source in the grid's dtype; the source is 1/(kh*kw) of the tap map, so its copy is cheap.
     dtype = torch.promote_types(input.dtype, torch.float32)
     source = input.to(dtype)
+    columns = weight.reshape(o, c * kh * kw)
     rows_per_strip = max(1, max_elements // max(1, b * c * kh * kw * w_out))
-    strips = []
+    out = None
     for row0 in range(0, h_out, rows_per_strip):
         rows = slice(row0, min(h_out, row0 + rows_per_strip))
-        grid = _tap_grid(offset[:, :, rows], dtype, row0, (kh, kw), stride, padding, dilation, (h_in, w_in))
+        grid = _tap_grid(offset[:, :, rows].to(dtype), row0, (kh, kw), stride, padding, dilation, (h_in, w_in))
         taps = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        n = grid.shape[1] // kh
-        modulation = mask[:, :, rows].to(dtype).view(b, kh, kw, n, w_out).permute(0, 3, 1, 4, 2)
-        taps.mul_(modulation.reshape(b, 1, n * kh, w_out * kw))  # in place: the tap map is the big one
-        strips.append(F.conv2d(taps.to(weight.dtype), weight, bias, stride=(kh, kw)))
-    return strips[0] if len(strips) == 1 else torch.cat(strips, dim=2)
+        del grid
+        n = taps.shape[-1]
+        modulation = mask[:, None, :, rows].reshape(b, 1, kh * kw, n).to(dtype)
+        # In place: the tap map is the big one. Half-precision weights get a half-precision copy
+        # of this strip only, never of the whole map.
+        taps = taps.mul_(modulation).to(weight.dtype)
+        strip = _contract(taps.view(b, c * kh * kw, -1, w_out), columns, bias)
+        del taps
+        if out is None and strip.shape[2] == h_out:
+            return strip
+        if out is None:
+            out = strip.new_empty(b, o, h_out, w_out)
+        out[:, :, rows] = strip
+    return out
 
 
 class DeformableConv2d(nn.Module):
@@ -105,8 +133,15 @@ class DeformableConv2d(nn.Module):
         self.modulator_conv = nn.Conv2d(in_channels, taps, kernel_size, stride, padding, bias=True)
         self.regular_conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        offset = self.offset_conv(x)
-        mask = 2 * torch.sigmoid(self.modulator_conv(x))
-        return modulated_deform_conv2d(x, offset, mask, self.regular_conv.weight, self.regular_conv.bias,
-                                       stride=self.stride, padding=self.padding)
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``weight``/``bias``: used instead of ``regular_conv``'s, e.g. with a batch norm folded in."""
+        if weight is None:
+            weight, bias = self.regular_conv.weight, self.regular_conv.bias
+        # Offsets and modulation come from one convolution: one pass over the input, wider GEMM.
+        taps = self.modulator_conv.out_channels
+        both = F.conv2d(x, torch.cat([self.offset_conv.weight, self.modulator_conv.weight]),
+                        torch.cat([self.offset_conv.bias, self.modulator_conv.bias]), self.stride, self.padding)
+        offset, modulation = both.split((2 * taps, taps), dim=1)
+        mask = 2 * torch.sigmoid(modulation)
+        return modulated_deform_conv2d(x, offset, mask, weight, bias, stride=self.stride, padding=self.padding)

@@ -216,3 +216,13 @@ def test_swin_pads_sizes_that_are_not_multiples_of_32():
     # Patch embedding pads to /4, each patch merging rounds odd sizes up.
     assert [tuple(f.shape[2:]) for f in features] == [(19, 26), (10, 13), (5, 7), (3, 4)]
     assert [f.shape[1] for f in features] == list(BACKBONES["swin_v1_t"].channels)
+
+
+def test_moving_the_model_drops_masks_made_for_the_old_device_or_dtype():
+    model = build_backbone("swin_v1_t").eval()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    assert model.layers[0]._mask_cache
+    model.to(torch.bfloat16)
+    assert not any(stage._mask_cache for stage in model.layers)
+    assert not any(isinstance(v, torch.Tensor) for m in model.modules() for v in vars(m).values())

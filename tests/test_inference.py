@@ -123,3 +123,12 @@ def test_resolution_below_the_model_minimum_is_refused():
     model.min_resolution = 64
     with pytest.raises(InputError, match="at least 64"):
         predict(model, torch.rand(1, 80, 80, 3), resolution=32)
+
+
+
+def test_auto_precision_never_halves_on_the_cpu_and_bf16_support_is_reported(monkeypatch):
+    from comfyui_meticulous.inference import device
+    assert isinstance(device.cpu_has_native_bf16(), bool)
+    assert device.pick_dtype(torch.device("cpu")) == torch.float32
+    assert device.pick_dtype(torch.device("mps")) == torch.float32
+    assert device.pick_dtype(torch.device("cpu"), "bf16") == torch.bfloat16

@@ -97,31 +97,17 @@ class WindowAttention(nn.Module):
         self.register_buffer("relative_position_index", relative_position_index(window))
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self._bias_cache: tuple[tuple, Tensor, Tensor] | None = None
-        # Loading copies in place; under torch.inference_mode that leaves no version trace.
-        self.register_load_state_dict_post_hook(WindowAttention._clear_bias_cache)
-
-    @staticmethod
-    def _clear_bias_cache(module: "WindowAttention", incompatible_keys) -> None:
-        module._bias_cache = None
 
     def relative_position_bias(self, dtype: torch.dtype) -> Tensor:
-        """``[1,heads,w²,w²]``, gathered from the table once and reused while the table is
-        unchanged: a load or ``.to()`` gives new storage or clears the cache, other in-place
-        updates bump the version counter."""
-        table = self.relative_position_bias_table
-        version = None if table.is_inference() else table._version
-        key = (table.data_ptr(), table.device, table.dtype, version, dtype)
-        if self._bias_cache is not None and self._bias_cache[0] == key:
-            return self._bias_cache[2]
+        """``[1,heads,w²,w²]``, gathered from the table on every call.
+
+        The gather is tiny next to the attention it feeds, and keeping nothing derived from the
+        table means nothing can go stale: loads, ``.to()``, partial offloading and in-place
+        updates are all seen, and ``torch.compile`` traces it without guards on storage.
+        """
         n = self.relative_position_index.shape[0]
-        bias = table[self.relative_position_index.view(-1)].view(n, n, -1)
-        bias = bias.permute(2, 0, 1).unsqueeze(0).to(dtype).contiguous()
-        # A cached tensor would detach the table from autograd on later calls.
-        if not (torch.is_grad_enabled() and table.requires_grad):
-            # Holding the source storage keeps its address from being reused by a new table.
-            self._bias_cache = (key, table.detach(), bias)
-        return bias
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        return bias.permute(2, 0, 1).unsqueeze(0).to(dtype)
 
     def forward(self, x: Tensor, shift_mask: Tensor | None = None) -> Tensor:
         """``shift_mask``: ``[nW,1,w²,w²]`` from :func:`shifted_window_mask`, or None."""
@@ -219,8 +205,21 @@ class SwinStage(nn.Module):
             self._mask_cache[key] = shifted_window_mask(*key[:2], w, self.shift, device, dtype)
         return self._mask_cache[key]
 
+    def _apply(self, fn, recurse=True):
+        # .to()/.cuda()/.half() and partial offloading: masks made for the old device or dtype
+        # would only hold memory there; the next forward makes them where the input is.
+        self._mask_cache.clear()
+        return super()._apply(fn, recurse)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mask = self.shift_mask(x.shape[1], x.shape[2], x.device, x.dtype)
+        if torch.compiler.is_compiling():
+            # A compiled graph computes the mask once per input size itself; a dict of tensors
+            # mutated from inside it would break the graph.
+            w = self.window
+            mask = shifted_window_mask(x.shape[1] + -x.shape[1] % w, x.shape[2] + -x.shape[2] % w, w,
+                                       self.shift, x.device, x.dtype)
+        else:
+            mask = self.shift_mask(x.shape[1], x.shape[2], x.device, x.dtype)
         for block in self.blocks:
             x = block(x, mask)
         return x, (x if self.downsample is None else self.downsample(x))
