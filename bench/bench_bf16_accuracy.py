@@ -12,14 +12,14 @@
 """
 
 import argparse
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+from fileimport import load_module  # this folder's helper: the scripts run as files
 
 from comfyui_meticulous.highres import HighResOptions, segment_highres
 from comfyui_meticulous.metrics import mba_mq
@@ -31,9 +31,8 @@ REFERENCE = Path(os.environ.get("METICULOUS_SHARED", REPO.parent / "shared")) / 
 
 
 def parity_cases() -> None:
-    spec = importlib.util.spec_from_file_location("deterministic_weights", REFERENCE / "deterministic_weights.py")
-    weights = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(weights)
+    # The suite's own weight generator (the shared folder adds the larger cases).
+    weights = load_module("parity_fixtures", REPO / "tests" / "parity_fixtures.py")
     print(f"{'case':<34} {'prec':<5} {'max |dp|':>9} {'mean |dp|':>10} {'flipped':>8}")
     for meta_path in sorted((REFERENCE / "birefnet").glob("birefnet_*.json")):
         meta = json.loads(meta_path.read_text())
@@ -51,8 +50,8 @@ def parity_cases() -> None:
 
 
 def synthetic_scene(size: int) -> None:
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_highres_quality import body_accuracy, draw_scene
+    quality = load_module("test_highres_quality", REPO / "tests" / "test_highres_quality.py")
+    body_accuracy, draw_scene = quality.body_accuracy, quality.draw_scene
 
     gt_cover = draw_scene(size, 0)
     gt = gt_cover > 0.5

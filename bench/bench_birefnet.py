@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from fileimport import load_module  # this folder's helper: the scripts run as files
 
 from comfyui_meticulous.inference.device import cpu_has_native_bf16
 
@@ -109,7 +110,7 @@ def main() -> None:
     if args.one:
         impl, backbone, precision = args.one.split(",")
         if impl == "baseline":
-            sys.path.insert(0, args.baseline_dir)
+            load_module(BASELINE_PACKAGE, Path(args.baseline_dir) / BASELINE_PACKAGE)
         package = BASELINE_PACKAGE if impl == "baseline" else "comfyui_meticulous"
         print(json.dumps(measure(package, backbone, args.size, args.device, precision, args.repeats)))
         return

@@ -22,13 +22,16 @@ import time
 from pathlib import Path
 
 import torch
+from fileimport import load_module  # this folder's helper: the scripts run as files
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def measure(model_id: str, device: str, repeats: int, image_path: Path) -> dict:
-    sys.path.insert(0, str(REPO / "tests"))  # the manifests' weight generator lives with the tests
-    from parity_fixtures import REFERENCE, deterministic_state_dict, load_spec
+    # The manifests' weight generator lives with the tests.
+    fixtures = load_module("parity_fixtures", REPO / "tests" / "parity_fixtures.py")
+    REFERENCE, deterministic_state_dict, load_spec = (fixtures.REFERENCE, fixtures.deterministic_state_dict,
+                                                      fixtures.load_spec)
 
     from comfyui_meticulous.inference import predict
     from comfyui_meticulous.files.images import read_image

@@ -20,15 +20,8 @@ import subprocess
 import sys
 import time
 
-MIB = 1 << 20
+from procmem import MIB, status_kib  # this folder's helper: the scripts run as files
 
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(key):
-                return int(line.split()[1])
-    raise RuntimeError(f"{key} not in /proc/self/status")
 
 
 def _scene(size: int):
@@ -100,13 +93,13 @@ def run_case(args) -> dict:
     else:
         with open("/proc/self/clear_refs", "w") as refs:
             refs.write("5")
-        base = _status_kib("VmRSS") * 1024
+        base = status_kib("VmRSS") * 1024
     started = time.perf_counter()
     result = segment_highres(model, image, options)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else _status_kib("VmHWM") * 1024) - base
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else status_kib("VmHWM") * 1024) - base
     return {"size": args.size, "batch": args.batch, "windows": len(result.plans[0]), "seconds": seconds,
             "peak": peak, "map": 4 * args.size * args.size, "image": image.numel() * 4, "device": args.device}
 

@@ -22,15 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-MIB = 1 << 20
+from procmem import MIB, status_kib  # this folder's helper: the scripts run as files
 
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(key):
-                return int(line.split()[1])
-    raise RuntimeError(f"{key} not in /proc/self/status")
 
 
 def _save_whole(folder: Path, rgb, alpha) -> None:
@@ -55,14 +48,14 @@ def run_case(args) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         with open("/proc/self/clear_refs", "w") as refs:
             refs.write("5")
-        base = _status_kib("VmRSS") * 1024
+        base = status_kib("VmRSS") * 1024
         started = time.perf_counter()
         if args.method == "streamed":
             write_cutout(Path(folder) / "cut.png", Path(folder) / "cut_mask.png", rgb, alpha)
         else:
             _save_whole(Path(folder), rgb, alpha)
         seconds = time.perf_counter() - started
-        peak = _status_kib("VmHWM") * 1024 - base
+        peak = status_kib("VmHWM") * 1024 - base
         size = sum(p.stat().st_size for p in Path(folder).iterdir())
     rgba = 4 * args.width * args.height
     return {"method": args.method, "width": args.width, "height": args.height, "seconds": round(seconds, 1),
